@@ -1,0 +1,178 @@
+// Tensor<T>: a dense, contiguous, row-major tensor that owns 64-byte aligned storage, and
+// TensorView<T>: the same layout borrowed from someone else's storage (T may be const).
+#pragma once
+
+#include <algorithm>
+#include <array>
+#include <cstddef>
+#include <cstdint>
+#include <cstdlib>
+#include <limits>
+#include <memory>
+#include <new>
+#include <span>
+#include <type_traits>
+#include <utility>
+
+#include "fpn/core/errors.hpp"
+#include "fpn/core/shape.hpp"
+
+namespace fpn {
+
+template <typename T>
+concept tensor_element = std::is_arithmetic_v<T>;
+
+// A borrowed, contiguous tensor: a pointer, a shape and nothing else. Cheap to copy.
+template <typename T>
+class TensorView {
+ public:
+  using value_type = std::remove_const_t<T>;
+
+  TensorView() = default;
+  TensorView(T* data, Shape shape) : data_(data), shape_(shape) {}
+  // A view of mutable data converts to a view of const data.
+  template <typename U>
+    requires std::is_same_v<const U, T> && (!std::is_same_v<U, T>)
+  TensorView(TensorView<U> other) : data_(other.data()), shape_(other.shape()) {}
+
+  T* data() const { return data_; }
+  const Shape& shape() const { return shape_; }
+  std::size_t rank() const { return shape_.rank(); }
+  std::int64_t dim(std::size_t axis) const { return shape_[axis]; }
+  std::int64_t numel() const { return shape_.numel(); }
+  std::span<T> span() const { return {data_, static_cast<std::size_t>(numel())}; }
+
+  // The index-th slice along axis 0, e.g. one image [C, H, W] of a batch [N, C, H, W],
+  // kept at full rank as [1, C, H, W].
+  TensorView<T> slice0(std::int64_t index) const {
+    FPN_ASSERT(rank() >= 1 && index >= 0 && index < dim(0));
+    std::array<std::int64_t, Shape::max_rank> dims{};
+    std::ranges::copy(shape_.dims(), dims.begin());
+    dims[0] = 1;
+    const std::int64_t stride = dim(0) == 0 ? 0 : numel() / dim(0);
+    return {data_ + index * stride, Shape(std::span(dims.data(), rank()))};
+  }
+
+  // Row-major element access with up to four indices (debug-checked).
+  T& at(std::int64_t i0) const { return data_[offset({i0})]; }
+  T& at(std::int64_t i0, std::int64_t i1) const { return data_[offset({i0, i1})]; }
+  T& at(std::int64_t i0, std::int64_t i1, std::int64_t i2) const {
+    return data_[offset({i0, i1, i2})];
+  }
+  T& at(std::int64_t i0, std::int64_t i1, std::int64_t i2, std::int64_t i3) const {
+    return data_[offset({i0, i1, i2, i3})];
+  }
+
+ private:
+  std::int64_t offset(std::initializer_list<std::int64_t> index) const {
+    FPN_ASSERT(index.size() == rank());
+    std::int64_t flat = 0;
+    std::size_t axis = 0;
+    for (std::int64_t i : index) {
+      FPN_ASSERT(i >= 0 && i < shape_[axis]);
+      flat = flat * shape_[axis++] + i;
+    }
+    return flat;
+  }
+
+  T* data_ = nullptr;
+  Shape shape_;
+};
+
+namespace detail {
+
+// Storage is aligned for the widest SIMD loads (AVX-512) and for Eigen's aligned maps.
+inline constexpr std::size_t tensor_alignment = 64;
+
+struct AlignedFree {
+  void operator()(void* pointer) const { ::operator delete(pointer, std::align_val_t{tensor_alignment}); }
+};
+
+template <typename T>
+T* aligned_allocate(std::int64_t count) {
+  if (count == 0) return nullptr;
+  if (static_cast<std::uint64_t>(count) > std::numeric_limits<std::size_t>::max() / sizeof(T)) {
+    throw std::bad_alloc();
+  }
+  return static_cast<T*>(
+      ::operator new(static_cast<std::size_t>(count) * sizeof(T), std::align_val_t{tensor_alignment}));
+}
+
+}  // namespace detail
+
+// An owning tensor with value semantics: copies are deep, moves are cheap.
+template <tensor_element T>
+class Tensor {
+ public:
+  using value_type = T;
+
+  Tensor() = default;
+  // Zero-filled.
+  explicit Tensor(Shape shape) : Tensor(uninitialized(shape)) { fill(T{}); }
+  Tensor(Shape shape, T value) : Tensor(uninitialized(shape)) { fill(value); }
+
+  // Storage left uninitialised: for outputs an op overwrites completely.
+  static Tensor uninitialized(Shape shape) {
+    Tensor tensor;
+    tensor.storage_.reset(detail::aligned_allocate<T>(shape.numel()));
+    tensor.shape_ = shape;
+    return tensor;
+  }
+  static Tensor from_span(Shape shape, std::span<const T> values) {
+    if (static_cast<std::int64_t>(values.size()) != shape.numel()) {
+      throw ShapeError("Tensor: " + std::to_string(values.size()) + " values cannot fill shape " +
+                       shape.str());
+    }
+    Tensor tensor = uninitialized(shape);
+    std::ranges::copy(values, tensor.data());
+    return tensor;
+  }
+
+  Tensor(const Tensor& other) : Tensor(uninitialized(other.shape_)) {
+    std::copy_n(other.data(), other.numel(), data());
+  }
+  Tensor& operator=(const Tensor& other) {
+    if (this != &other) *this = Tensor(other);
+    return *this;
+  }
+  Tensor(Tensor&&) noexcept = default;
+  Tensor& operator=(Tensor&&) noexcept = default;
+
+  T* data() { return storage_.get(); }
+  const T* data() const { return storage_.get(); }
+  const Shape& shape() const { return shape_; }
+  std::size_t rank() const { return shape_.rank(); }
+  std::int64_t dim(std::size_t axis) const { return shape_[axis]; }
+  std::int64_t numel() const { return shape_.numel(); }
+  bool empty() const { return numel() == 0; }
+  std::span<T> span() { return {data(), static_cast<std::size_t>(numel())}; }
+  std::span<const T> span() const { return {data(), static_cast<std::size_t>(numel())}; }
+
+  TensorView<T> view() { return {data(), shape_}; }
+  TensorView<const T> view() const { return {data(), shape_}; }
+  operator TensorView<T>() { return view(); }
+  operator TensorView<const T>() const { return view(); }
+
+  template <typename... Index>
+  T& at(Index... index) { return view().at(static_cast<std::int64_t>(index)...); }
+  template <typename... Index>
+  const T& at(Index... index) const { return view().at(static_cast<std::int64_t>(index)...); }
+
+  // Same elements, new shape with the same element count.
+  Tensor reshaped(Shape shape) && {
+    if (shape.numel() != numel()) {
+      detail::throw_shape_mismatch("Tensor::reshaped", "element counts must match",
+                                   shape_.dims(), shape.dims());
+    }
+    shape_ = shape;
+    return std::move(*this);
+  }
+
+  void fill(T value) { std::fill_n(data(), numel(), value); }
+
+ private:
+  std::unique_ptr<T[], detail::AlignedFree> storage_;
+  Shape shape_{0};
+};
+
+}  // namespace fpn

@@ -1,0 +1,377 @@
+// safetensors (https://huggingface.co/docs/safetensors): 8-byte little-endian header length, a JSON
+// header {name: {dtype, shape, data_offsets}, "__metadata__": {string: string}}, then raw data.
+// Every structural fault is refused with a WeightError naming the file and the tensor.
+#pragma once
+
+#include <algorithm>
+#include <bit>
+#include <cstdint>
+#include <cstring>
+#include <filesystem>
+#include <fstream>
+#include <map>
+#include <string>
+#include <string_view>
+#include <utility>
+#include <vector>
+
+#include "fpn/core/detail/json.hpp"
+#include "fpn/core/errors.hpp"
+#include "fpn/core/tensor.hpp"
+#include "fpn/io/atomic_file.hpp"
+
+namespace fpn::io {
+
+enum class DType { f64, f32, f16, bf16, i64, i32, i16, i8, u8, boolean };
+
+struct DTypeInfo {
+  DType dtype;
+  std::string_view name;
+  std::int64_t size;
+};
+
+inline constexpr DTypeInfo dtype_table[] = {
+    {DType::f64, "F64", 8}, {DType::f32, "F32", 4}, {DType::f16, "F16", 2},
+    {DType::bf16, "BF16", 2}, {DType::i64, "I64", 8}, {DType::i32, "I32", 4},
+    {DType::i16, "I16", 2}, {DType::i8, "I8", 1}, {DType::u8, "U8", 1},
+    {DType::boolean, "BOOL", 1},
+};
+
+inline const DTypeInfo& dtype_info(DType dtype) {
+  for (const auto& info : dtype_table) {
+    if (info.dtype == dtype) return info;
+  }
+  FPN_ASSERT(false);
+  return dtype_table[0];
+}
+
+namespace detail {
+
+// IEEE half -> float, exact for every value including subnormals, infinities and NaN.
+inline float half_to_float(std::uint16_t half) {
+  const std::uint32_t sign = static_cast<std::uint32_t>(half & 0x8000u) << 16;
+  std::uint32_t exponent = (half >> 10) & 0x1Fu;
+  std::uint32_t mantissa = half & 0x3FFu;
+  std::uint32_t bits = 0;
+  if (exponent == 0x1F) {
+    bits = sign | 0x7F800000u | (mantissa << 13);
+  } else if (exponent != 0) {
+    bits = sign | ((exponent + 112) << 23) | (mantissa << 13);
+  } else if (mantissa != 0) {
+    exponent = 113;
+    while ((mantissa & 0x400u) == 0) {
+      mantissa <<= 1;
+      --exponent;
+    }
+    bits = sign | (exponent << 23) | ((mantissa & 0x3FFu) << 13);
+  } else {
+    bits = sign;
+  }
+  return std::bit_cast<float>(bits);
+}
+
+inline std::uint64_t read_le64(const unsigned char* bytes) {
+  std::uint64_t value = 0;
+  for (int i = 7; i >= 0; --i) value = (value << 8) | bytes[i];
+  return value;
+}
+
+}  // namespace detail
+
+struct TensorInfo {
+  std::string name;
+  DType dtype;
+  Shape shape;
+  std::uint64_t begin;  // byte offsets within the data section
+  std::uint64_t end;
+};
+
+class SafeTensors {
+ public:
+  // The official format caps the header at 100 MB; anything larger is refused before allocating.
+  static constexpr std::uint64_t max_header_bytes = 100'000'000;
+
+  static SafeTensors open(const std::filesystem::path& path) {
+    std::error_code error;
+    if (!std::filesystem::is_regular_file(path, error)) {
+      throw IoError("safetensors: cannot open '" + path.string() + "': no such file");
+    }
+    std::ifstream in(path, std::ios::binary);
+    if (!in) throw IoError("safetensors: cannot open '" + path.string() + "' for reading");
+    const auto size = std::filesystem::file_size(path, error);
+    if (error) throw IoError("safetensors: cannot read the size of '" + path.string() + "'");
+    std::vector<unsigned char> bytes(size);
+    in.read(reinterpret_cast<char*>(bytes.data()), static_cast<std::streamsize>(size));
+    if (static_cast<std::uint64_t>(in.gcount()) != size) {
+      throw IoError("safetensors: cannot read '" + path.string() + "'");
+    }
+    return parse(std::move(bytes), path.string());
+  }
+
+  // source names the bytes in error messages (usually the file name).
+  static SafeTensors parse(std::vector<unsigned char> bytes, std::string source) {
+    SafeTensors file;
+    file.source_ = std::move(source);
+    file.bytes_ = std::move(bytes);
+    file.index();
+    return file;
+  }
+
+  const std::string& source() const { return source_; }
+  const std::map<std::string, std::string>& metadata() const { return metadata_; }
+  // Tensor names in file order.
+  const std::vector<TensorInfo>& tensors() const { return tensors_; }
+  bool contains(std::string_view name) const { return find(name) != nullptr; }
+
+  const TensorInfo& info(std::string_view name) const {
+    const TensorInfo* found = find(name);
+    if (found == nullptr) {
+      throw WeightError("safetensors: '" + source_ + "' has no tensor \"" + std::string(name) +
+                        "\"");
+    }
+    return *found;
+  }
+
+  // The tensor converted to float (from F32, F16, BF16 or F64).
+  Tensor<float> load_float(std::string_view name) const {
+    const TensorInfo& tensor = info(name);
+    Tensor<float> out = Tensor<float>::uninitialized(tensor.shape);
+    const unsigned char* source = data_begin() + tensor.begin;
+    const std::int64_t count = out.numel();
+    float* target = out.data();
+    switch (tensor.dtype) {
+      case DType::f32:
+        if (count > 0) std::memcpy(target, source, static_cast<std::size_t>(count) * 4);
+        break;
+      case DType::f16:
+        for (std::int64_t i = 0; i < count; ++i) {
+          std::uint16_t half;
+          std::memcpy(&half, source + 2 * i, 2);
+          target[i] = detail::half_to_float(half);
+        }
+        break;
+      case DType::bf16:
+        for (std::int64_t i = 0; i < count; ++i) {
+          std::uint16_t high;
+          std::memcpy(&high, source + 2 * i, 2);
+          target[i] = std::bit_cast<float>(static_cast<std::uint32_t>(high) << 16);
+        }
+        break;
+      case DType::f64:
+        for (std::int64_t i = 0; i < count; ++i) {
+          double value;
+          std::memcpy(&value, source + 8 * i, 8);
+          target[i] = static_cast<float>(value);
+        }
+        break;
+      default:
+        throw WeightError("safetensors: '" + source_ + "': tensor \"" + tensor.name +
+                          "\" has dtype " + std::string(dtype_info(tensor.dtype).name) +
+                          ", expected a floating-point dtype (F32, F16, BF16 or F64)");
+    }
+    return out;
+  }
+
+  // As load_float, and the shape must be `expected`.
+  Tensor<float> load_float(std::string_view name, const Shape& expected) const {
+    const TensorInfo& tensor = info(name);
+    if (!(tensor.shape == expected)) {
+      throw WeightError("safetensors: '" + source_ + "': \"" + tensor.name + "\" expected " +
+                        expected.str() + ", got " + tensor.shape.str());
+    }
+    return load_float(name);
+  }
+
+ private:
+  SafeTensors() = default;
+
+  const unsigned char* data_begin() const { return bytes_.data() + 8 + header_size_; }
+
+  const TensorInfo* find(std::string_view name) const {
+    auto it = by_name_.find(std::string(name));
+    return it == by_name_.end() ? nullptr : &tensors_[it->second];
+  }
+
+  [[noreturn]] void fail(const std::string& message) const {
+    throw WeightError("safetensors: '" + source_ + "': " + message);
+  }
+
+  static bool parse_uint(const fpn::detail::JsonValue& value, std::uint64_t& out) {
+    if (value.kind != fpn::detail::JsonValue::Kind::number || value.text.empty()) return false;
+    if (value.text.size() > 19) return false;  // beyond what any real size needs; avoids overflow
+    std::uint64_t number = 0;
+    for (char c : value.text) {
+      if (c < '0' || c > '9') return false;
+      number = number * 10 + static_cast<std::uint64_t>(c - '0');
+    }
+    out = number;
+    return true;
+  }
+
+  void index() {
+    using fpn::detail::JsonValue;
+    if (bytes_.size() < 8) {
+      fail("file is " + std::to_string(bytes_.size()) +
+           " bytes, expected at least 8 (the header length)");
+    }
+    header_size_ = detail::read_le64(bytes_.data());
+    const std::uint64_t available = bytes_.size() - 8;
+    if (header_size_ > max_header_bytes) {
+      fail("header length " + std::to_string(header_size_) + " is larger than the limit of " +
+           std::to_string(max_header_bytes) + " bytes");
+    }
+    if (header_size_ > available) {
+      fail("header length " + std::to_string(header_size_) + " exceeds the " +
+           std::to_string(available) + " bytes after the length field");
+    }
+    const std::string_view header(reinterpret_cast<const char*>(bytes_.data()) + 8, header_size_);
+    const JsonValue root = fpn::detail::JsonParser::parse(header, "safetensors: '" + source_ + "'");
+    if (root.kind != JsonValue::Kind::object) fail("header must be a JSON object");
+    const std::uint64_t data_size = available - header_size_;
+
+    for (const auto& [name, entry] : root.members) {
+      if (name == "__metadata__") {
+        if (entry.kind != JsonValue::Kind::object) fail("__metadata__ must be an object");
+        for (const auto& [key, value] : entry.members) {
+          if (value.kind != JsonValue::Kind::string) {
+            fail("__metadata__ \"" + key + "\" must be a string");
+          }
+          metadata_[key] = value.text;
+        }
+        continue;
+      }
+      const std::string where = "tensor \"" + name + "\"";
+      if (by_name_.contains(name)) fail(where + " appears twice in the header");
+      if (entry.kind != JsonValue::Kind::object) fail(where + " must be an object");
+      const JsonValue* dtype = entry.find("dtype");
+      const JsonValue* shape = entry.find("shape");
+      const JsonValue* offsets = entry.find("data_offsets");
+      if (dtype == nullptr || shape == nullptr || offsets == nullptr) {
+        fail(where + " must have dtype, shape and data_offsets");
+      }
+      if (dtype->kind != JsonValue::Kind::string) fail(where + ": dtype must be a string");
+      const DTypeInfo* type = nullptr;
+      for (const auto& candidate : dtype_table) {
+        if (candidate.name == dtype->text) type = &candidate;
+      }
+      if (type == nullptr) {
+        fail(where + ": unknown dtype \"" + dtype->text +
+             "\", expected one of F64, F32, F16, BF16, I64, I32, I16, I8, U8, BOOL");
+      }
+      if (shape->kind != JsonValue::Kind::array || shape->items.size() > Shape::max_rank) {
+        fail(where + ": shape must be an array of at most " + std::to_string(Shape::max_rank) +
+             " non-negative integers");
+      }
+      std::vector<std::int64_t> dims;
+      for (const JsonValue& item : shape->items) {
+        std::uint64_t dim = 0;
+        if (!parse_uint(item, dim) || dim > static_cast<std::uint64_t>(INT64_MAX)) {
+          fail(where + ": shape must hold non-negative integers, got \"" + item.text + "\"");
+        }
+        dims.push_back(static_cast<std::int64_t>(dim));
+      }
+      std::int64_t numel = 0;
+      try {
+        numel = Shape::checked_numel(dims);
+      } catch (const ShapeError&) {
+        fail(where + ": element count of shape " + format_shape(dims) + " overflows");
+      }
+      if (numel > INT64_MAX / type->size) {
+        fail(where + ": byte size of shape " + format_shape(dims) + " overflows");
+      }
+      std::uint64_t begin = 0;
+      std::uint64_t end = 0;
+      if (offsets->kind != JsonValue::Kind::array || offsets->items.size() != 2 ||
+          !parse_uint(offsets->items[0], begin) || !parse_uint(offsets->items[1], end)) {
+        fail(where + ": data_offsets must be [begin, end] of non-negative integers");
+      }
+      if (begin > end || end > data_size) {
+        fail(where + ": data_offsets [" + std::to_string(begin) + ", " + std::to_string(end) +
+             "] lie outside the data section of " + std::to_string(data_size) + " bytes");
+      }
+      const auto expected_bytes = static_cast<std::uint64_t>(numel * type->size);
+      if (end - begin != expected_bytes) {
+        fail(where + ": shape " + format_shape(dims) + " of " + std::string(type->name) +
+             " needs " + std::to_string(expected_bytes) + " bytes, data_offsets give " +
+             std::to_string(end - begin));
+      }
+      by_name_[name] = tensors_.size();
+      tensors_.push_back({name, type->dtype, Shape(dims), begin, end});
+    }
+
+    std::vector<const TensorInfo*> by_offset;
+    for (const auto& tensor : tensors_) by_offset.push_back(&tensor);
+    std::ranges::sort(by_offset, {}, [](const TensorInfo* t) { return std::pair(t->begin, t->end); });
+    for (std::size_t i = 1; i < by_offset.size(); ++i) {
+      if (by_offset[i]->begin < by_offset[i - 1]->end) {
+        fail("tensors \"" + by_offset[i - 1]->name + "\" and \"" + by_offset[i]->name +
+             "\" overlap in the data section");
+      }
+    }
+  }
+
+  std::string source_;
+  std::vector<unsigned char> bytes_;
+  std::uint64_t header_size_ = 0;
+  std::vector<TensorInfo> tensors_;
+  std::map<std::string, std::size_t> by_name_;
+  std::map<std::string, std::string> metadata_;
+};
+
+// Serialises float tensors (stored as F32) with metadata, in the given order.
+inline std::string to_safetensors_bytes(
+    const std::vector<std::pair<std::string, TensorView<const float>>>& tensors,
+    const std::map<std::string, std::string>& metadata = {}) {
+  std::string header = "{";
+  bool first = true;
+  auto separator = [&] {
+    if (!first) header += ',';
+    first = false;
+  };
+  if (!metadata.empty()) {
+    separator();
+    header += "\"__metadata__\":{";
+    bool first_entry = true;
+    for (const auto& [key, value] : metadata) {
+      if (!first_entry) header += ',';
+      first_entry = false;
+      fpn::detail::append_json_string(header, key);
+      header += ':';
+      fpn::detail::append_json_string(header, value);
+    }
+    header += '}';
+  }
+  std::uint64_t offset = 0;
+  for (const auto& [name, tensor] : tensors) {
+    separator();
+    fpn::detail::append_json_string(header, name);
+    header += ":{\"dtype\":\"F32\",\"shape\":" + tensor.shape().str() + ",\"data_offsets\":[" +
+              std::to_string(offset) + ",";
+    offset += static_cast<std::uint64_t>(tensor.numel()) * 4;
+    header += std::to_string(offset) + "]}";
+  }
+  header += '}';
+  // Pad the header with spaces so the data section starts 8-byte aligned, as the format recommends.
+  while ((header.size() % 8) != 0) header += ' ';
+
+  std::string bytes;
+  bytes.reserve(8 + header.size() + offset);
+  for (int i = 0; i < 8; ++i) bytes += static_cast<char>((header.size() >> (8 * i)) & 0xFF);
+  bytes += header;
+  for (const auto& [name, tensor] : tensors) {
+    static_assert(std::endian::native == std::endian::little, "safetensors data is little-endian");
+    bytes.append(reinterpret_cast<const char*>(tensor.data()),
+                 static_cast<std::size_t>(tensor.numel()) * 4);
+  }
+  return bytes;
+}
+
+// Writes atomically: an existing file at `path` is replaced only once the new one is complete.
+inline void save_safetensors(
+    const std::filesystem::path& path,
+    const std::vector<std::pair<std::string, TensorView<const float>>>& tensors,
+    const std::map<std::string, std::string>& metadata = {}) {
+  write_file_atomically(path, to_safetensors_bytes(tensors, metadata));
+}
+
+}  // namespace fpn::io

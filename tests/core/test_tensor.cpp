@@ -1,0 +1,77 @@
+#include "fpn/core/tensor.hpp"
+
+#include <gtest/gtest.h>
+
+namespace fpn {
+namespace {
+
+TEST(Shape, CountsElementsAndPrints) {
+  const Shape shape{2, 3, 4, 5};
+  EXPECT_EQ(shape.rank(), 4u);
+  EXPECT_EQ(shape.numel(), 120);
+  EXPECT_EQ(shape.str(), "[2, 3, 4, 5]");
+  EXPECT_EQ(Shape({0, 7}).numel(), 0);
+}
+
+TEST(Shape, RejectsNegativeAndOverflow) {
+  try {
+    Shape{2, -1};
+    FAIL() << "expected ShapeError";
+  } catch (const ShapeError& error) {
+    EXPECT_STREQ(error.what(), "Shape: dimensions must be >= 0, got [2, -1]");
+  }
+  EXPECT_THROW((Shape{1LL << 40, 1LL << 40}), ShapeError);
+  EXPECT_THROW((Shape{1, 2, 3, 4, 5, 6, 7}), ShapeError);
+}
+
+TEST(Tensor, ZeroFilledAlignedAndIndexedRowMajor) {
+  Tensor<float> tensor(Shape{1, 2, 3, 4});
+  EXPECT_EQ(reinterpret_cast<std::uintptr_t>(tensor.data()) % 64, 0u);
+  for (float value : tensor.span()) EXPECT_EQ(value, 0.0f);
+  tensor.at(0, 1, 2, 3) = 7.0f;
+  EXPECT_EQ(tensor.data()[1 * 12 + 2 * 4 + 3], 7.0f);
+}
+
+TEST(Tensor, CopiesAreDeepMovesAreCheap) {
+  Tensor<float> a(Shape{2, 2}, 1.5f);
+  Tensor<float> b = a;
+  b.at(0, 0) = 9.0f;
+  EXPECT_EQ(a.at(0, 0), 1.5f);
+  const float* storage = b.data();
+  Tensor<float> c = std::move(b);
+  EXPECT_EQ(c.data(), storage);
+  EXPECT_EQ(c.at(0, 0), 9.0f);
+}
+
+TEST(Tensor, ViewsBorrowAndSliceTheBatch) {
+  Tensor<float> tensor(Shape{3, 2, 2});
+  for (int i = 0; i < 12; ++i) tensor.data()[i] = static_cast<float>(i);
+  TensorView<const float> view = tensor;
+  const auto second = view.slice0(1);
+  EXPECT_EQ(second.shape(), (Shape{1, 2, 2}));
+  EXPECT_EQ(second.at(0, 1, 0), 6.0f);
+  EXPECT_EQ(second.data(), tensor.data() + 4);
+}
+
+TEST(Tensor, ReshapeKeepsElementsAndChecksCount) {
+  Tensor<float> tensor(Shape{2, 6}, 3.0f);
+  const float* storage = tensor.data();
+  Tensor<float> reshaped = std::move(tensor).reshaped(Shape{3, 4});
+  EXPECT_EQ(reshaped.data(), storage);
+  try {
+    (void)std::move(reshaped).reshaped(Shape{5});
+    FAIL() << "expected ShapeError";
+  } catch (const ShapeError& error) {
+    EXPECT_STREQ(error.what(),
+                 "Tensor::reshaped: element counts must match, got [3, 4] and [5]");
+  }
+}
+
+TEST(Tensor, FromSpanChecksCount) {
+  const std::vector<float> values{1, 2, 3};
+  EXPECT_EQ(Tensor<float>::from_span(Shape{3}, values).at(2), 3.0f);
+  EXPECT_THROW(Tensor<float>::from_span(Shape{2, 2}, values), ShapeError);
+}
+
+}  // namespace
+}  // namespace fpn

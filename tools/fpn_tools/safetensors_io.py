@@ -54,6 +54,10 @@ def save_file(tensors, path, metadata=None):
     try:
         with os.fdopen(fd, "wb") as out:
             out.write(data)
+        # mkstemp creates the file 0600; give it the permissions a plain open() would.
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(temporary, 0o666 & ~umask)
         os.replace(temporary, path)
     except BaseException:
         if os.path.exists(temporary):

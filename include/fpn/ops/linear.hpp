@@ -1,0 +1,44 @@
+// Fully connected layer y = x W^T + b (torch.nn.Linear), optionally followed by ReLU: the box
+// head's TwoMLPHead and predictors.
+#pragma once
+
+#include <Eigen/Core>
+#include <cstdint>
+#include <string>
+#include <type_traits>
+
+#include "fpn/core/errors.hpp"
+#include "fpn/core/tensor.hpp"
+
+namespace fpn::ops {
+
+// input: [N, in]; weight: [out, in]; bias: [out] or empty. returns [N, out].
+template <typename T = float>
+Tensor<T> linear(std::type_identity_t<TensorView<const T>> input,
+                 std::type_identity_t<TensorView<const T>> weight,
+                 std::type_identity_t<TensorView<const T>> bias, bool relu = false) {
+  using fpn::detail::throw_shape_error;
+  if (input.rank() != 2) throw_shape_error("linear", "input", "[N, in]", input.shape().dims());
+  if (weight.rank() != 2 || weight.dim(1) != input.dim(1)) {
+    throw_shape_error("linear", "weight", "[out, " + std::to_string(input.dim(1)) + "]",
+                      weight.shape().dims());
+  }
+  const bool has_bias = bias.numel() > 0 && bias.data() != nullptr;
+  if (has_bias && (bias.rank() != 1 || bias.dim(0) != weight.dim(0))) {
+    throw_shape_error("linear", "bias", "[" + std::to_string(weight.dim(0)) + "]",
+                      bias.shape().dims());
+  }
+  using Matrix = Eigen::Matrix<T, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor>;
+  auto output = Tensor<T>::uninitialized(Shape{input.dim(0), weight.dim(0)});
+  Eigen::Map<Matrix> out(output.data(), input.dim(0), weight.dim(0));
+  const Eigen::Map<const Matrix> x(input.data(), input.dim(0), input.dim(1));
+  const Eigen::Map<const Matrix> w(weight.data(), weight.dim(0), weight.dim(1));
+  out.noalias() = x * w.transpose();
+  if (has_bias) {
+    out.rowwise() += Eigen::Map<const Eigen::Matrix<T, 1, Eigen::Dynamic>>(bias.data(), weight.dim(0));
+  }
+  if (relu) out = out.cwiseMax(T{0});
+  return output;
+}
+
+}  // namespace fpn::ops

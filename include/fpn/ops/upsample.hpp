@@ -1,0 +1,73 @@
+// Nearest-neighbour resize to a target size, with torch's (legacy 'nearest') index rule from
+// ATen/native/UpSample.h: identity for equal sizes, i >> 1 for exact doubling, otherwise
+// min(floor(i * float(in / out)), in - 1) in float32. FPN's top-down pathway resizes to the
+// lateral map's exact size, which is not 2x when an odd size was halved.
+#pragma once
+
+#include <algorithm>
+#include <cmath>
+#include <cstdint>
+#include <type_traits>
+#include <vector>
+
+#include "fpn/core/errors.hpp"
+#include "fpn/core/tensor.hpp"
+
+namespace fpn::ops {
+
+namespace detail {
+
+inline std::int64_t nearest_source_index(std::int64_t output_index, std::int64_t input_size,
+                                         std::int64_t output_size) {
+  if (output_size == input_size) return output_index;
+  if (output_size == 2 * input_size) return output_index >> 1;
+  const float scale = static_cast<float>(input_size) / static_cast<float>(output_size);
+  return std::min(static_cast<std::int64_t>(std::floor(static_cast<float>(output_index) * scale)),
+                  input_size - 1);
+}
+
+inline std::vector<std::int64_t> nearest_source_indices(std::int64_t input_size,
+                                                        std::int64_t output_size) {
+  std::vector<std::int64_t> indices(static_cast<std::size_t>(output_size));
+  for (std::int64_t i = 0; i < output_size; ++i) {
+    indices[static_cast<std::size_t>(i)] = nearest_source_index(i, input_size, output_size);
+  }
+  return indices;
+}
+
+}  // namespace detail
+
+// input: [N, C, H, W]; returns [N, C, out_height, out_width].
+template <typename T = float>
+Tensor<T> upsample_nearest(std::type_identity_t<TensorView<const T>> input,
+                           std::int64_t out_height, std::int64_t out_width) {
+  if (input.rank() != 4 || input.dim(2) == 0 || input.dim(3) == 0) {
+    fpn::detail::throw_shape_error("upsample_nearest", "input", "[N, C, H, W] with H, W >= 1",
+                                   input.shape().dims());
+  }
+  if (out_height < 1 || out_width < 1) {
+    fpn::detail::throw_argument_error(
+        "upsample_nearest", "output size must be at least 1x1, got " +
+                                std::to_string(out_height) + "x" + std::to_string(out_width));
+  }
+  const std::int64_t height = input.dim(2);
+  const std::int64_t width = input.dim(3);
+  const auto rows = detail::nearest_source_indices(height, out_height);
+  const auto cols = detail::nearest_source_indices(width, out_width);
+  auto output = Tensor<T>::uninitialized(Shape{input.dim(0), input.dim(1), out_height, out_width});
+  const std::int64_t planes = input.dim(0) * input.dim(1);
+#pragma omp parallel for schedule(static) if (planes * out_height * out_width > (1 << 16))
+  for (std::int64_t plane = 0; plane < planes; ++plane) {
+    const T* in = input.data() + plane * height * width;
+    T* out = output.data() + plane * out_height * out_width;
+    for (std::int64_t y = 0; y < out_height; ++y) {
+      const T* line = in + rows[static_cast<std::size_t>(y)] * width;
+      for (std::int64_t x = 0; x < out_width; ++x) {
+        *out++ = line[cols[static_cast<std::size_t>(x)]];
+      }
+    }
+  }
+  return output;
+}
+
+}  // namespace fpn::ops

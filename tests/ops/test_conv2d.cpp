@@ -1,0 +1,114 @@
+#include "fpn/ops/conv2d.hpp"
+
+#include <gtest/gtest.h>
+
+#include <random>
+
+#include "../support/fixtures.hpp"
+
+namespace fpn::ops {
+namespace {
+
+using fpn::testing::fixture;
+using fpn::testing::tensors_close;
+
+int case_count(const std::string& op) {
+  return std::stoi(fixture("ops_dense").metadata().at(op));
+}
+
+TEST(Conv2d, MatchesTorchOnSeededShapes) {
+  const auto& file = fixture("ops_dense");
+  const int cases = case_count("conv");
+  ASSERT_GE(cases, 7);
+  for (int index = 0; index < cases; ++index) {
+    const std::string key = "conv/" + std::to_string(index) + "/";
+    SCOPED_TRACE(key);
+    const auto input = file.load_float(key + "input");
+    const auto weight = file.load_float(key + "weight");
+    const auto params = file.load_float(key + "params");
+    const Conv2dParams conv{static_cast<int>(params.at(0)), static_cast<int>(params.at(1)),
+                            params.at(2) != 0.0f};
+    const Tensor<float> output =
+        file.contains(key + "bias") ? conv2d(input, weight, file.load_float(key + "bias"), conv)
+                                    : conv2d(input, weight, conv);
+    EXPECT_TRUE(tensors_close(output, file.load_float(key + "output"), 1e-5));
+  }
+}
+
+// A direct 7-loop convolution: the hand-derived definition the GEMM path must reproduce.
+Tensor<double> naive_conv(const Tensor<double>& input, const Tensor<double>& weight, int stride,
+                          int padding) {
+  const auto n = input.dim(0), cin = input.dim(1), h = input.dim(2), w = input.dim(3);
+  const auto cout = weight.dim(0), k = weight.dim(2);
+  const auto oh = (h + 2 * padding - k) / stride + 1, ow = (w + 2 * padding - k) / stride + 1;
+  Tensor<double> out(Shape{n, cout, oh, ow});
+  for (int64_t b = 0; b < n; ++b)
+    for (int64_t co = 0; co < cout; ++co)
+      for (int64_t y = 0; y < oh; ++y)
+        for (int64_t x = 0; x < ow; ++x) {
+          double sum = 0;
+          for (int64_t ci = 0; ci < cin; ++ci)
+            for (int64_t ky = 0; ky < k; ++ky)
+              for (int64_t kx = 0; kx < k; ++kx) {
+                const int64_t iy = y * stride - padding + ky, ix = x * stride - padding + kx;
+                if (iy >= 0 && iy < h && ix >= 0 && ix < w)
+                  sum += input.at(b, ci, iy, ix) * weight.at(co, ci, ky, kx);
+              }
+          out.at(b, co, y, x) = sum;
+        }
+  return out;
+}
+
+TEST(Conv2d, DoublePrecisionMatchesNaiveDefinitionWithManyTiles) {
+  // 1024 * 9 rows of doubles exceed the column budget at 64 columns: 17 tiles over 37 x 29.
+  std::mt19937 random(7);
+  std::normal_distribution<double> normal;
+  Tensor<double> input(Shape{1, 1024, 37, 29});
+  Tensor<double> weight(Shape{3, 1024, 3, 3});
+  for (double& v : input.span()) v = normal(random);
+  for (double& v : weight.span()) v = normal(random);
+  for (const int stride : {1, 2}) {
+    const auto expected = naive_conv(input, weight, stride, 1);
+    const auto actual = conv2d<double>(input, weight, Conv2dParams{stride, 1, false});
+    ASSERT_EQ(actual.shape(), expected.shape());
+    for (int64_t i = 0; i < expected.numel(); ++i) {
+      ASSERT_NEAR(actual.data()[i], expected.data()[i], 1e-9) << "at " << i;
+    }
+  }
+}
+
+TEST(Conv2d, RejectsMismatchedShapesWithClearMessages) {
+  const Tensor<float> input(Shape{1, 3, 8, 8});
+  try {
+    (void)conv2d(input, Tensor<float>(Shape{4, 5, 3, 3}), Conv2dParams{});
+    FAIL();
+  } catch (const ShapeError& error) {
+    EXPECT_STREQ(error.what(),
+                 "conv2d: weight must be [Cout, 3, k, k] for input [1, 3, 8, 8], got [4, 5, 3, 3]");
+  }
+  try {
+    (void)conv2d(input, Tensor<float>(Shape{4, 3, 3, 3}), Tensor<float>(Shape{5}), Conv2dParams{});
+    FAIL();
+  } catch (const ShapeError& error) {
+    EXPECT_STREQ(error.what(), "conv2d: bias must be [4], got [5]");
+  }
+  try {
+    (void)conv2d(Tensor<float>(Shape{3, 8, 8}), Tensor<float>(Shape{4, 3, 3, 3}), Conv2dParams{});
+    FAIL();
+  } catch (const ShapeError& error) {
+    EXPECT_STREQ(error.what(), "conv2d: input must be [N, C, H, W], got [3, 8, 8]");
+  }
+  try {
+    (void)conv2d(input, Tensor<float>(Shape{4, 3, 3, 3}), Conv2dParams{0, 1, false});
+    FAIL();
+  } catch (const ArgumentError& error) {
+    EXPECT_STREQ(error.what(),
+                 "conv2d: stride must be >= 1 and padding >= 0, got stride 0 and padding 1");
+  }
+  EXPECT_THROW((void)conv2d(Tensor<float>(Shape{1, 3, 2, 2}), Tensor<float>(Shape{4, 3, 7, 7}),
+                            Conv2dParams{}),
+               ShapeError);
+}
+
+}  // namespace
+}  // namespace fpn::ops

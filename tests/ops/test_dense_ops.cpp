@@ -1,0 +1,122 @@
+// max_pool2d, upsample_nearest, conv_transpose2d, linear, add and relu against torch.
+#include <gtest/gtest.h>
+
+#include "../support/fixtures.hpp"
+#include "fpn/ops/conv_transpose2d.hpp"
+#include "fpn/ops/elementwise.hpp"
+#include "fpn/ops/linear.hpp"
+#include "fpn/ops/max_pool2d.hpp"
+#include "fpn/ops/upsample.hpp"
+
+namespace fpn::ops {
+namespace {
+
+using fpn::testing::fixture;
+using fpn::testing::tensors_close;
+
+// Calls check(key, file) for every case "<op>/<index>/" in the dense-op fixture.
+template <typename Check>
+void for_each_case(const std::string& op, int minimum_cases, Check check) {
+  const auto& file = fixture("ops_dense");
+  const int cases = std::stoi(file.metadata().at(op));
+  ASSERT_GE(cases, minimum_cases);
+  for (int index = 0; index < cases; ++index) {
+    const std::string key = op + "/" + std::to_string(index) + "/";
+    SCOPED_TRACE(key);
+    check(key, file);
+  }
+}
+
+TEST(MaxPool2d, MatchesTorch) {
+  for_each_case("max_pool", 4, [](const std::string& key, const io::SafeTensors& file) {
+    const auto params = file.load_float(key + "params");
+    const MaxPool2dParams pool{static_cast<int>(params.at(0)), static_cast<int>(params.at(1)),
+                               static_cast<int>(params.at(2))};
+    EXPECT_TRUE(tensors_close(max_pool2d(file.load_float(key + "input"), pool),
+                              file.load_float(key + "output"), 0.0));
+  });
+}
+
+TEST(MaxPool2d, RejectsPaddingOverHalfTheKernel) {
+  try {
+    (void)max_pool2d(Tensor<float>(Shape{1, 1, 4, 4}), MaxPool2dParams{2, 2, 2});
+    FAIL();
+  } catch (const ArgumentError& error) {
+    EXPECT_STREQ(error.what(),
+                 "max_pool2d: need kernel >= 1, stride >= 1 and 0 <= padding <= kernel / 2, got "
+                 "kernel 2, stride 2, padding 2");
+  }
+}
+
+TEST(UpsampleNearest, MatchesTorchIndexRuleOnOddSizes) {
+  for_each_case("upsample", 5, [](const std::string& key, const io::SafeTensors& file) {
+    const auto params = file.load_float(key + "params");
+    const auto output = upsample_nearest(file.load_float(key + "input"),
+                                         static_cast<int64_t>(params.at(0)),
+                                         static_cast<int64_t>(params.at(1)));
+    EXPECT_TRUE(tensors_close(output, file.load_float(key + "output"), 0.0));
+  });
+}
+
+TEST(UpsampleNearest, HandDerivedIndices) {
+  // 3 -> 7: scale = 3/7 in float; floor(i * scale) for i = 0..6 is 0,0,0,1,1,2,2.
+  Tensor<float> input(Shape{1, 1, 1, 3});
+  for (int i = 0; i < 3; ++i) input.at(0, 0, 0, i) = static_cast<float>(i);
+  const auto output = upsample_nearest(input, 1, 7);
+  const float expected[] = {0, 0, 0, 1, 1, 2, 2};
+  for (int i = 0; i < 7; ++i) EXPECT_EQ(output.at(0, 0, 0, i), expected[i]);
+}
+
+TEST(ConvTranspose2d, MatchesTorch) {
+  for_each_case("conv_transpose", 2, [](const std::string& key, const io::SafeTensors& file) {
+    const int stride = static_cast<int>(file.load_float(key + "params").at(0));
+    const auto output = conv_transpose2d(file.load_float(key + "input"),
+                                         file.load_float(key + "weight"),
+                                         file.load_float(key + "bias"), stride);
+    EXPECT_TRUE(tensors_close(output, file.load_float(key + "output"), 1e-5));
+  });
+}
+
+TEST(ConvTranspose2d, RejectsKernelOtherThanStride) {
+  try {
+    (void)conv_transpose2d(Tensor<float>(Shape{1, 4, 3, 3}), Tensor<float>(Shape{4, 2, 3, 3}),
+                           Tensor<float>(), 2);
+    FAIL();
+  } catch (const ShapeError& error) {
+    EXPECT_STREQ(error.what(),
+                 "conv_transpose2d: weight must be [4, Cout, 2, 2] (kernel equal to the stride), "
+                 "got [4, 2, 3, 3]");
+  }
+}
+
+TEST(Linear, MatchesTorch) {
+  for_each_case("linear", 2, [](const std::string& key, const io::SafeTensors& file) {
+    const auto output = linear(file.load_float(key + "input"), file.load_float(key + "weight"),
+                               file.load_float(key + "bias"));
+    EXPECT_TRUE(tensors_close(output, file.load_float(key + "output"), 1e-5));
+  });
+}
+
+TEST(Elementwise, AddAndReluByHand) {
+  Tensor<float> a(Shape{2, 3});
+  Tensor<float> b(Shape{2, 3});
+  for (int i = 0; i < 6; ++i) {
+    a.data()[i] = static_cast<float>(i) - 3.0f;
+    b.data()[i] = 0.5f;
+  }
+  const auto sum = add(a, b);
+  const auto rectified = relu(sum);
+  for (int i = 0; i < 6; ++i) {
+    EXPECT_EQ(sum.data()[i], static_cast<float>(i) - 2.5f);
+    EXPECT_EQ(rectified.data()[i], std::max(0.0f, static_cast<float>(i) - 2.5f));
+  }
+  try {
+    add_inplace(a.view(), Tensor<float>(Shape{3, 2}).view());
+    FAIL();
+  } catch (const ShapeError& error) {
+    EXPECT_STREQ(error.what(), "add: shapes must match, got [2, 3] and [3, 2]");
+  }
+}
+
+}  // namespace
+}  // namespace fpn::ops

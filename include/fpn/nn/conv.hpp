@@ -1,0 +1,86 @@
+// Conv2d: a convolution layer with its weights loaded and, for conv + FrozenBatchNorm2d pairs,
+// the normalisation folded in at load time:
+//   y = (conv(x, W) - mean) * gamma / sqrt(var + eps) + beta = conv(x, W * s) + (beta - mean * s)
+// with s = gamma * rsqrt(var + eps) computed in float32 as FrozenBatchNorm2d does.
+#pragma once
+
+#include <cmath>
+#include <cstdint>
+#include <string>
+
+#include "fpn/core/tensor.hpp"
+#include "fpn/nn/weights.hpp"
+#include "fpn/ops/conv2d.hpp"
+
+namespace fpn::nn {
+
+struct ConvSpec {
+  std::int64_t in_channels;
+  std::int64_t out_channels;
+  int kernel;
+  int stride = 1;
+  int padding = 0;
+  bool relu = false;
+};
+
+class Conv2d {
+ public:
+  Conv2d() = default;
+
+  // A conv with its own bias: "<name>.weight", "<name>.bias".
+  static Conv2d load_with_bias(const WeightReader& weights, std::string_view name, ConvSpec spec) {
+    Conv2d conv(spec);
+    const WeightReader scope = weights.child(name);
+    conv.weight_ = scope.load("weight", conv.weight_shape());
+    conv.bias_ = scope.load("bias", Shape{spec.out_channels});
+    return conv;
+  }
+
+  // A bias-free conv "<conv_name>.weight" followed by FrozenBatchNorm2d "<bn_name>.*", folded.
+  static Conv2d load_folded(const WeightReader& weights, std::string_view conv_name,
+                            std::string_view bn_name, ConvSpec spec) {
+    Conv2d conv(spec);
+    conv.weight_ = weights.child(conv_name).load("weight", conv.weight_shape());
+    const WeightReader bn = weights.child(bn_name);
+    const Shape channels{spec.out_channels};
+    const Tensor<float> gamma = bn.load("weight", channels);
+    const Tensor<float> beta = bn.load("bias", channels);
+    const Tensor<float> mean = bn.load("running_mean", channels);
+    const Tensor<float> var = bn.load("running_var", channels);
+    conv.bias_ = Tensor<float>(channels);
+    const std::int64_t per_channel = conv.weight_.numel() / spec.out_channels;
+    const float eps = weights.batch_norm_eps();
+    for (std::int64_t c = 0; c < spec.out_channels; ++c) {
+      const float scale = gamma.data()[c] * (1.0f / std::sqrt(var.data()[c] + eps));
+      conv.bias_.data()[c] = beta.data()[c] - mean.data()[c] * scale;
+      float* row = conv.weight_.data() + c * per_channel;
+      for (std::int64_t i = 0; i < per_channel; ++i) row[i] *= scale;
+    }
+    return conv;
+  }
+
+  // input: [N, in_channels, H, W]; returns [N, out_channels, H', W'].
+  Tensor<float> forward(TensorView<const float> input) const {
+    return ops::conv2d(input, weight_, bias_, params());
+  }
+
+  const ConvSpec& spec() const { return spec_; }
+  const Tensor<float>& weight() const { return weight_; }
+  const Tensor<float>& bias() const { return bias_; }
+  ops::Conv2dParams params() const { return {spec_.stride, spec_.padding, spec_.relu}; }
+
+  // Multiply-adds per output pixel, for FLOP counts in benchmarks.
+  std::int64_t macs_per_pixel() const { return spec_.in_channels * spec_.kernel * spec_.kernel * spec_.out_channels; }
+
+ private:
+  explicit Conv2d(ConvSpec spec) : spec_(spec) {}
+  Shape weight_shape() const {
+    return Shape{spec_.out_channels, spec_.in_channels, spec_.kernel, spec_.kernel};
+  }
+
+  ConvSpec spec_{};
+  Tensor<float> weight_;
+  Tensor<float> bias_;
+};
+
+}  // namespace fpn::nn

@@ -1,0 +1,191 @@
+// The bottom-up pathway: torchvision's ResNet (v1.5: the stride sits on the 3x3 conv of a
+// Bottleneck) with FrozenBatchNorm2d folded into every conv, returning C2..C5 (layer1..layer4).
+//
+//   using ResNet50 = ResNet<Bottleneck, 64, 3, 4, 6, 3>;   // block, base width, blocks per stage
+//
+// The base width is a template parameter so narrower networks (the demo model) are types too.
+#pragma once
+
+#include <array>
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "fpn/core/tensor.hpp"
+#include "fpn/nn/conv.hpp"
+#include "fpn/nn/weights.hpp"
+#include "fpn/ops/elementwise.hpp"
+#include "fpn/ops/max_pool2d.hpp"
+
+namespace fpn::nn {
+
+namespace detail {
+
+// The shortcut of a block: identity, or a strided 1x1 conv + BN ("downsample.0", "downsample.1")
+// when the block changes resolution or width.
+inline Conv2d load_downsample(const WeightReader& block, std::int64_t in_channels,
+                              std::int64_t out_channels, int stride) {
+  return Conv2d::load_folded(block, "downsample.0", "downsample.1",
+                             {in_channels, out_channels, 1, stride, 0, false});
+}
+
+// out = relu(out + shortcut), in place.
+inline void add_shortcut_relu(Tensor<float>& out, TensorView<const float> shortcut) {
+  ops::add_inplace(out.view(), shortcut);
+  ops::relu_inplace(out.view());
+}
+
+}  // namespace detail
+
+// ResNet-18/34 block: 3x3 (stride) -> 3x3, expansion 1.
+class BasicBlock {
+ public:
+  static constexpr int expansion = 1;
+
+  static BasicBlock load(const WeightReader& block, std::int64_t in_channels,
+                         std::int64_t planes, int stride) {
+    BasicBlock b;
+    b.conv1_ = Conv2d::load_folded(block, "conv1", "bn1", {in_channels, planes, 3, stride, 1, true});
+    b.conv2_ = Conv2d::load_folded(block, "conv2", "bn2", {planes, planes, 3, 1, 1, false});
+    b.has_downsample_ = stride != 1 || in_channels != planes * expansion;
+    if (b.has_downsample_) b.downsample_ = detail::load_downsample(block, in_channels, planes, stride);
+    return b;
+  }
+
+  Tensor<float> forward(const Tensor<float>& x) const {
+    Tensor<float> out = conv2_.forward(conv1_.forward(x));
+    detail::add_shortcut_relu(out, has_downsample_ ? downsample_.forward(x) : x);
+    return out;
+  }
+
+  template <typename Visitor>
+  void for_each_conv(Visitor&& visit) const {
+    visit(conv1_);
+    visit(conv2_);
+    if (has_downsample_) visit(downsample_);
+  }
+
+ private:
+  Conv2d conv1_, conv2_, downsample_;
+  bool has_downsample_ = false;
+};
+
+// ResNet-50/101 block: 1x1 -> 3x3 (stride) -> 1x1 (x4 channels), expansion 4.
+class Bottleneck {
+ public:
+  static constexpr int expansion = 4;
+
+  static Bottleneck load(const WeightReader& block, std::int64_t in_channels,
+                         std::int64_t planes, int stride) {
+    Bottleneck b;
+    b.conv1_ = Conv2d::load_folded(block, "conv1", "bn1", {in_channels, planes, 1, 1, 0, true});
+    b.conv2_ = Conv2d::load_folded(block, "conv2", "bn2", {planes, planes, 3, stride, 1, true});
+    b.conv3_ = Conv2d::load_folded(block, "conv3", "bn3",
+                                   {planes, planes * expansion, 1, 1, 0, false});
+    b.has_downsample_ = stride != 1 || in_channels != planes * expansion;
+    if (b.has_downsample_) {
+      b.downsample_ = detail::load_downsample(block, in_channels, planes * expansion, stride);
+    }
+    return b;
+  }
+
+  Tensor<float> forward(const Tensor<float>& x) const {
+    Tensor<float> out = conv3_.forward(conv2_.forward(conv1_.forward(x)));
+    detail::add_shortcut_relu(out, has_downsample_ ? downsample_.forward(x) : x);
+    return out;
+  }
+
+  template <typename Visitor>
+  void for_each_conv(Visitor&& visit) const {
+    visit(conv1_);
+    visit(conv2_);
+    visit(conv3_);
+    if (has_downsample_) visit(downsample_);
+  }
+
+ private:
+  Conv2d conv1_, conv2_, conv3_, downsample_;
+  bool has_downsample_ = false;
+};
+
+template <typename T>
+concept residual_block = requires(const WeightReader& reader, const T& block, const Tensor<float>& x) {
+  { T::expansion } -> std::convertible_to<int>;
+  { T::load(reader, std::int64_t{}, std::int64_t{}, int{}) } -> std::same_as<T>;
+  { block.forward(x) } -> std::same_as<Tensor<float>>;
+};
+
+// C2..C5 of one image batch, each [N, stage_channels[i], H / 2^(i+2), W / 2^(i+2)] (rounded up).
+using StageOutputs = std::array<Tensor<float>, 4>;
+
+template <residual_block Block, int BaseWidth, int... BlocksPerStage>
+class ResNet {
+  static_assert(sizeof...(BlocksPerStage) == 4, "ResNet: give the block count of all 4 stages");
+  static_assert(((BlocksPerStage >= 1) && ...), "ResNet: every stage needs at least one block");
+  static_assert(BaseWidth >= 1, "ResNet: the base width must be positive");
+
+ public:
+  using block_type = Block;
+  static constexpr std::array<int, 4> blocks_per_stage{BlocksPerStage...};
+  static constexpr std::int64_t stem_channels = BaseWidth;
+  // Output channels of layer1..layer4, the FPN's input widths.
+  static constexpr std::array<std::int64_t, 4> stage_channels{
+      BaseWidth * Block::expansion, 2 * BaseWidth * Block::expansion,
+      4 * BaseWidth * Block::expansion, 8 * BaseWidth * Block::expansion};
+
+  // body: a reader scoped to the ResNet's parameters ("backbone.body.").
+  static ResNet load(const WeightReader& body) {
+    ResNet net;
+    net.stem_ = Conv2d::load_folded(body, "conv1", "bn1", {3, stem_channels, 7, 2, 3, true});
+    std::int64_t in_channels = stem_channels;
+    for (std::size_t stage = 0; stage < 4; ++stage) {
+      const std::int64_t planes = BaseWidth << stage;
+      const WeightReader layer = body.child("layer" + std::to_string(stage + 1));
+      for (int index = 0; index < blocks_per_stage[stage]; ++index) {
+        const int stride = (stage > 0 && index == 0) ? 2 : 1;
+        net.stages_[stage].push_back(
+            Block::load(layer.child(std::to_string(index)), in_channels, planes, stride));
+        in_channels = planes * Block::expansion;
+      }
+    }
+    return net;
+  }
+
+  // image: [N, 3, H, W] (normalised); returns C2..C5.
+  StageOutputs forward(TensorView<const float> image) const {
+    StageOutputs outputs;
+    outputs[0] = forward_stage(0, forward_stem(image));
+    for (std::size_t stage = 1; stage < 4; ++stage) {
+      outputs[stage] = forward_stage(stage, outputs[stage - 1]);
+    }
+    return outputs;
+  }
+
+  // conv1 + bn1 + relu + 3x3/2 max pool: [N, 3, H, W] -> [N, BaseWidth, ~H/4, ~W/4].
+  Tensor<float> forward_stem(TensorView<const float> image) const {
+    return ops::max_pool2d(stem_.forward(image), ops::MaxPool2dParams{3, 2, 1});
+  }
+
+  // One stage, 0 (layer1) to 3 (layer4).
+  Tensor<float> forward_stage(std::size_t stage, const Tensor<float>& input) const {
+    Tensor<float> x = stages_[stage].front().forward(input);
+    for (std::size_t index = 1; index < stages_[stage].size(); ++index) {
+      x = stages_[stage][index].forward(x);
+    }
+    return x;
+  }
+
+  const Conv2d& stem() const { return stem_; }
+  const std::vector<Block>& stage(std::size_t index) const { return stages_[index]; }
+
+ private:
+  Conv2d stem_;
+  std::array<std::vector<Block>, 4> stages_;
+};
+
+using ResNet18 = ResNet<BasicBlock, 64, 2, 2, 2, 2>;
+using ResNet34 = ResNet<BasicBlock, 64, 3, 4, 6, 3>;
+using ResNet50 = ResNet<Bottleneck, 64, 3, 4, 6, 3>;
+using ResNet101 = ResNet<Bottleneck, 64, 3, 4, 23, 3>;
+
+}  // namespace fpn::nn

@@ -1,0 +1,105 @@
+"""Seeded torchvision detectors with realistic activations, for fixtures and benchmarks.
+
+Random-init FrozenBatchNorm2d statistics (mean 0, var 1) let activations grow without bound
+through a deep ResNet, which would make relative-error comparisons meaningless. `calibrate`
+runs one image through the model and sets every FrozenBatchNorm2d's running statistics to the
+per-channel mean and variance of its input there, with a random affine (gamma, beta), so each
+normalised activation is of order one, as in a trained network.
+"""
+import numpy as np
+import torch
+import torchvision
+from torchvision.models.detection import FasterRCNN, MaskRCNN
+from torchvision.models.detection.backbone_utils import resnet_fpn_backbone
+from torchvision.ops.misc import FrozenBatchNorm2d
+
+ARCHES = [f"{kind}_resnet{depth}_fpn" for kind in ("fasterrcnn", "maskrcnn")
+          for depth in (18, 34, 50, 101)]
+
+
+def parse_arch(arch):
+    """'maskrcnn_resnet50_fpn' -> ('maskrcnn', 50)."""
+    if arch not in ARCHES:
+        raise ValueError(f"unknown arch {arch!r}, expected one of {', '.join(ARCHES)}")
+    kind, resnet, _ = arch.split("_")
+    return kind, int(resnet[len("resnet"):])
+
+
+def build_detector(arch, num_classes=91, eps=1e-5, **kwargs):
+    """An untrained torchvision detector exactly as the arch's published checkpoints lay out."""
+    kind, depth = parse_arch(arch)
+    backbone = resnet_fpn_backbone(backbone_name=f"resnet{depth}", weights=None,
+                                   norm_layer=FrozenBatchNorm2d, trainable_layers=5)
+    for module in backbone.modules():
+        if isinstance(module, FrozenBatchNorm2d):
+            module.eps = eps
+    cls = MaskRCNN if kind == "maskrcnn" else FasterRCNN
+    return cls(backbone, num_classes=num_classes, **kwargs)
+
+
+def synthetic_image(height, width, seed):
+    """A uint8 RGB [H, W, 3] scene: smooth gradient background, filled shapes, mild noise."""
+    rng = np.random.default_rng(seed)
+    y, x = np.mgrid[0:height, 0:width].astype(np.float32)
+    image = np.zeros((height, width, 3), np.float32)
+    for c in range(3):
+        a, b, phase = rng.uniform(-1, 1, 3)
+        image[..., c] = 128 + 60 * np.sin(a * x / 37.0 + b * y / 29.0 + phase * 3)
+    for _ in range(12):
+        cy, cx = rng.uniform(0, height), rng.uniform(0, width)
+        r = rng.uniform(0.05, 0.3) * min(height, width) + 1
+        color = rng.uniform(0, 255, 3)
+        if rng.uniform() < 0.5:
+            mask = (y - cy) ** 2 + (x - cx) ** 2 < r ** 2
+        else:
+            mask = (abs(y - cy) < r) & (abs(x - cx) < r * rng.uniform(0.5, 1.5))
+        image[mask] = color
+    image += rng.normal(0, 6, image.shape)
+    return np.clip(image, 0, 255).astype(np.uint8)
+
+
+def image_tensor(rgb):
+    """uint8 [H, W, 3] -> float [3, H, W] in [0, 1], as fpn's preprocessing reads it."""
+    return torch.from_numpy(np.ascontiguousarray(rgb)).permute(2, 0, 1).float() / 255
+
+
+@torch.no_grad()
+def calibrate(model, seed, calibration_image=None):
+    """Seeds every weight and sets FrozenBatchNorm2d statistics from one forward pass."""
+    torch.manual_seed(seed)
+    generator = torch.Generator().manual_seed(seed)
+    for name, parameter in model.named_parameters():
+        if name.endswith("bias"):
+            parameter.copy_(torch.randn(parameter.shape, generator=generator) * 0.1)
+    hooks = []
+
+    def set_statistics(module, inputs):
+        x = inputs[0]
+        channels = x.shape[1]
+        module.running_mean.copy_(x.mean(dim=(0, 2, 3)))
+        module.running_var.copy_(x.var(dim=(0, 2, 3), unbiased=False) + 1e-3)
+        module.weight.copy_(torch.rand(channels, generator=generator) * 0.5 + 0.5)
+        module.bias.copy_(torch.randn(channels, generator=generator) * 0.2)
+
+    for module in model.modules():
+        if isinstance(module, FrozenBatchNorm2d):
+            hooks.append(module.register_forward_pre_hook(set_statistics))
+    if calibration_image is None:
+        calibration_image = synthetic_image(256, 320, seed + 1)
+    model.eval()
+    model.backbone(model.transform([image_tensor(calibration_image)])[0].tensors)
+    for hook in hooks:
+        hook.remove()
+    return model
+
+
+def state_dict_for_export(model):
+    """torchvision's names and tensors, without BatchNorm's num_batches_tracked counters."""
+    return {k: v.detach().float().contiguous() for k, v in model.state_dict().items()
+            if not k.endswith("num_batches_tracked")}
+
+
+def export_metadata(arch, eps, num_classes, source="seeded"):
+    return {"format": "fpn", "arch": arch, "frozen_bn_eps": repr(float(eps)),
+            "num_classes": str(num_classes), "source": source,
+            "torchvision": torchvision.__version__}

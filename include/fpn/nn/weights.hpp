@@ -1,9 +1,14 @@
-// WeightReader: named, shape-checked access to a converted checkpoint, scoped by a name prefix
+// WeightReader: named, shape-checked access to a model's parameters, scoped by a name prefix
 // ("backbone.body.layer1.0.") so each layer loads its own parameters by their torchvision names.
+// Parameters come from a WeightSource: a converted checkpoint (safetensors) or, for benchmarks
+// and shape tests, deterministic synthetic values.
 #pragma once
 
+#include <cmath>
+#include <cstdint>
 #include <cstdlib>
 #include <memory>
+#include <optional>
 #include <string>
 #include <string_view>
 
@@ -13,20 +18,85 @@
 
 namespace fpn::nn {
 
+class WeightSource {
+ public:
+  virtual ~WeightSource() = default;
+  // The tensor `name`, which must have shape `expected` (else WeightError naming both shapes).
+  virtual Tensor<float> load(const std::string& name, const Shape& expected) const = 0;
+  virtual bool contains(const std::string& name) const = 0;
+  virtual std::optional<std::string> metadata(const std::string& key) const = 0;
+  // For messages: the file name, or what made the values.
+  virtual std::string describe() const = 0;
+};
+
+// Reads a safetensors file that outlives the source.
+class SafeTensorsSource final : public WeightSource {
+ public:
+  explicit SafeTensorsSource(const io::SafeTensors& file) : file_(&file) {}
+  Tensor<float> load(const std::string& name, const Shape& expected) const override {
+    return file_->load_float(name, expected);
+  }
+  bool contains(const std::string& name) const override { return file_->contains(name); }
+  std::optional<std::string> metadata(const std::string& key) const override {
+    const auto& entries = file_->metadata();
+    if (auto it = entries.find(key); it != entries.end()) return it->second;
+    return std::nullopt;
+  }
+  std::string describe() const override { return "safetensors: '" + file_->source() + "'"; }
+
+ private:
+  const io::SafeTensors* file_;
+};
+
+// Deterministic synthetic parameters of whatever shape is asked for: a hash of the name seeds
+// each tensor. Convolution/linear weights are scaled by 1/sqrt(fan-in) and BatchNorm statistics
+// are (mean 0, var 1), so activations stay bounded. For benchmarks and structure tests only.
+class SyntheticWeights final : public WeightSource {
+ public:
+  Tensor<float> load(const std::string& name, const Shape& expected) const override {
+    Tensor<float> tensor = Tensor<float>::uninitialized(expected);
+    if (name.ends_with("running_var")) {
+      tensor.fill(1.0f);
+      return tensor;
+    }
+    if (name.ends_with("running_mean")) {
+      tensor.fill(0.0f);
+      return tensor;
+    }
+    std::uint64_t state = 1469598103934665603ull;  // FNV-1a of the name seeds the stream
+    for (char c : name) state = (state ^ static_cast<unsigned char>(c)) * 1099511628211ull;
+    const std::int64_t fan_in = expected.rank() >= 2 ? expected.numel() / expected[0] : 1;
+    const float scale = expected.rank() >= 2 ? std::sqrt(3.0f / static_cast<float>(fan_in)) : 0.1f;
+    const bool batch_norm_scale = expected.rank() == 1 && name.ends_with("weight");
+    for (float& value : tensor.span()) {
+      state = state * 6364136223846793005ull + 1442695040888963407ull;
+      const float uniform = static_cast<float>(state >> 40) / static_cast<float>(1 << 24);
+      value = batch_norm_scale ? 0.5f + 0.5f * uniform : scale * (2.0f * uniform - 1.0f);
+    }
+    return tensor;
+  }
+  bool contains(const std::string&) const override { return true; }
+  std::optional<std::string> metadata(const std::string&) const override { return std::nullopt; }
+  std::string describe() const override { return "synthetic weights"; }
+};
+
 class WeightReader {
  public:
-  // FrozenBatchNorm2d's eps: torchvision's default, used when the file's metadata names none.
+  // FrozenBatchNorm2d's eps: torchvision's default, used when the source's metadata names none.
   static constexpr float default_batch_norm_eps = 1e-5f;
 
-  explicit WeightReader(const io::SafeTensors& file, std::string prefix = "")
-      : file_(&file), prefix_(std::move(prefix)) {
-    const auto& metadata = file.metadata();
-    if (auto it = metadata.find("frozen_bn_eps"); it != metadata.end()) {
+  // `file` must outlive the reader and everything it loads from.
+  explicit WeightReader(const io::SafeTensors& file)
+      : WeightReader(std::make_shared<SafeTensorsSource>(file)) {}
+
+  explicit WeightReader(std::shared_ptr<const WeightSource> source, std::string prefix = "")
+      : source_(std::move(source)), prefix_(std::move(prefix)) {
+    if (auto eps_text = source_->metadata("frozen_bn_eps")) {
       char* end = nullptr;
-      const float eps = std::strtof(it->second.c_str(), &end);
-      if (end == it->second.c_str() || *end != '\0' || !(eps >= 0.0f)) {
-        throw WeightError("safetensors: '" + file.source() +
-                          "': metadata frozen_bn_eps must be a number >= 0, got \"" + it->second +
+      const float eps = std::strtof(eps_text->c_str(), &end);
+      if (end == eps_text->c_str() || *end != '\0' || !(eps >= 0.0f)) {
+        throw WeightError(source_->describe() +
+                          ": metadata frozen_bn_eps must be a number >= 0, got \"" + *eps_text +
                           "\"");
       }
       batch_norm_eps_ = eps;
@@ -42,17 +112,18 @@ class WeightReader {
 
   // prefix + name, which must have shape `expected`.
   Tensor<float> load(std::string_view name, const Shape& expected) const {
-    return file_->load_float(prefix_ + std::string(name), expected);
+    return source_->load(prefix_ + std::string(name), expected);
   }
-  bool contains(std::string_view name) const { return file_->contains(prefix_ + std::string(name)); }
+  bool contains(std::string_view name) const { return source_->contains(prefix_ + std::string(name)); }
 
   const std::string& prefix() const { return prefix_; }
+  const WeightSource& source() const { return *source_; }
   float batch_norm_eps() const { return batch_norm_eps_; }
+  // Overrides the metadata, e.g. eps 0.0 for torchvision's original COCO checkpoints.
   void set_batch_norm_eps(float eps) { batch_norm_eps_ = eps; }
-  const io::SafeTensors& file() const { return *file_; }
 
  private:
-  const io::SafeTensors* file_;
+  std::shared_ptr<const WeightSource> source_;
   std::string prefix_;
   float batch_norm_eps_ = default_batch_norm_eps;
 };

@@ -69,8 +69,15 @@ class Conv2d {
   const Tensor<float>& bias() const { return bias_; }
   ops::Conv2dParams params() const { return {spec_.stride, spec_.padding, spec_.relu}; }
 
-  // Multiply-adds per output pixel, for FLOP counts in benchmarks.
-  std::int64_t macs_per_pixel() const { return spec_.in_channels * spec_.kernel * spec_.kernel * spec_.out_channels; }
+  // Output height or width for an input of `size`.
+  std::int64_t output_size(std::int64_t size) const {
+    return ops::detail::conv_output_size(size, spec_.kernel, spec_.stride, spec_.padding);
+  }
+  // Multiply-adds for an input of height x width (FLOPs are twice this).
+  std::int64_t macs(std::int64_t height, std::int64_t width) const {
+    return output_size(height) * output_size(width) * spec_.out_channels * spec_.in_channels *
+           spec_.kernel * spec_.kernel;
+  }
 
  private:
   explicit Conv2d(ConvSpec spec) : spec_(spec) {}

@@ -49,17 +49,34 @@ class FPN {
 
   FeaturePyramid forward(const StageOutputs& stages) const {
     FeaturePyramid pyramid;
-    Tensor<float> inner = lateral_[3].forward(stages[3]);
+    Tensor<float> inner = merge(3, stages[3], nullptr);
     pyramid.levels[3] = output_[3].forward(inner);
-    for (int i = 2; i >= 0; --i) {
-      const auto index = static_cast<std::size_t>(i);
-      Tensor<float> lateral = lateral_[index].forward(stages[index]);
-      ops::add_inplace(lateral.view(), ops::upsample_nearest(inner, lateral.dim(2), lateral.dim(3)));
-      inner = std::move(lateral);
+    for (std::size_t index = 3; index-- > 0;) {
+      inner = merge(index, stages[index], &inner);
       pyramid.levels[index] = output_[index].forward(inner);
     }
-    pyramid.levels[4] = ops::max_pool2d(pyramid.levels[3], ops::MaxPool2dParams{1, 2, 0});
+    pyramid.levels[4] = extra_level(pyramid.levels[3]);
     return pyramid;
+  }
+
+  // The top-down sum at level index (0 = C2): lateral(stage) + nearest-resize(upper) to the
+  // lateral's own size; upper is the level above's sum, or null at the top.
+  Tensor<float> merge(std::size_t index, const Tensor<float>& stage, const Tensor<float>* upper) const {
+    Tensor<float> inner = lateral_[index].forward(stage);
+    if (upper != nullptr) {
+      ops::add_inplace(inner.view(), ops::upsample_nearest(*upper, inner.dim(2), inner.dim(3)));
+    }
+    return inner;
+  }
+
+  // P6 from P5: LastLevelMaxPool, max_pool2d(kernel 1, stride 2), i.e. every other pixel.
+  static Tensor<float> extra_level(const Tensor<float>& p5) {
+    return ops::max_pool2d(p5, ops::MaxPool2dParams{1, 2, 0});
+  }
+
+  // Multiply-adds of level index's lateral and output convs for a stage map of height x width.
+  std::int64_t level_macs(std::size_t index, std::int64_t height, std::int64_t width) const {
+    return lateral_[index].macs(height, width) + output_[index].macs(height, width);
   }
 
   const Conv2d& lateral(std::size_t index) const { return lateral_[index]; }

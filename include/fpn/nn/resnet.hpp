@@ -58,11 +58,11 @@ class BasicBlock {
     return out;
   }
 
-  template <typename Visitor>
-  void for_each_conv(Visitor&& visit) const {
-    visit(conv1_);
-    visit(conv2_);
-    if (has_downsample_) visit(downsample_);
+  // Multiply-adds for an input of height x width.
+  std::int64_t macs(std::int64_t height, std::int64_t width) const {
+    const std::int64_t out_h = conv1_.output_size(height), out_w = conv1_.output_size(width);
+    return conv1_.macs(height, width) + conv2_.macs(out_h, out_w) +
+           (has_downsample_ ? downsample_.macs(height, width) : 0);
   }
 
  private:
@@ -95,12 +95,11 @@ class Bottleneck {
     return out;
   }
 
-  template <typename Visitor>
-  void for_each_conv(Visitor&& visit) const {
-    visit(conv1_);
-    visit(conv2_);
-    visit(conv3_);
-    if (has_downsample_) visit(downsample_);
+  // Multiply-adds for an input of height x width.
+  std::int64_t macs(std::int64_t height, std::int64_t width) const {
+    const std::int64_t out_h = conv2_.output_size(height), out_w = conv2_.output_size(width);
+    return conv1_.macs(height, width) + conv2_.macs(height, width) + conv3_.macs(out_h, out_w) +
+           (has_downsample_ ? downsample_.macs(height, width) : 0);
   }
 
  private:
@@ -173,6 +172,22 @@ class ResNet {
       x = stages_[stage][index].forward(x);
     }
     return x;
+  }
+
+  // Multiply-adds of the stem, and of stage `stage` for its input of height x width.
+  std::int64_t stem_macs(std::int64_t height, std::int64_t width) const {
+    return stem_.macs(height, width);
+  }
+  std::int64_t stage_macs(std::size_t stage, std::int64_t height, std::int64_t width) const {
+    std::int64_t total = 0;
+    for (std::size_t index = 0; index < stages_[stage].size(); ++index) {
+      total += stages_[stage][index].macs(height, width);
+      if (index == 0 && stage > 0) {  // the first block of stages 2-4 halves the resolution
+        height = (height + 1) / 2;
+        width = (width + 1) / 2;
+      }
+    }
+    return total;
   }
 
   const Conv2d& stem() const { return stem_; }

@@ -10,6 +10,7 @@
 #include <filesystem>
 #include <fstream>
 #include <map>
+#include <set>
 #include <string>
 #include <string_view>
 #include <utility>
@@ -93,8 +94,11 @@ class SafeTensors {
 
   static SafeTensors open(const std::filesystem::path& path) {
     std::error_code error;
-    if (!std::filesystem::is_regular_file(path, error)) {
+    if (!std::filesystem::exists(path, error)) {
       throw IoError("safetensors: cannot open '" + path.string() + "': no such file");
+    }
+    if (!std::filesystem::is_regular_file(path, error)) {
+      throw IoError("safetensors: cannot open '" + path.string() + "': not a regular file");
     }
     std::ifstream in(path, std::ios::binary);
     if (!in) throw IoError("safetensors: cannot open '" + path.string() + "' for reading");
@@ -196,13 +200,36 @@ class SafeTensors {
     throw WeightError("safetensors: '" + source_ + "': " + message);
   }
 
+  // A JSON value as it appears in messages: numbers verbatim, strings quoted, containers by kind.
+  static std::string describe(const fpn::detail::JsonValue& value) {
+    using Kind = fpn::detail::JsonValue::Kind;
+    std::string text;
+    switch (value.kind) {
+      case Kind::null:
+        return "null";
+      case Kind::boolean:
+        return value.boolean ? "true" : "false";
+      case Kind::number:
+        return value.text;
+      case Kind::string:
+        fpn::detail::append_json_string(text, value.text);
+        return text;
+      case Kind::array:
+        return "an array";
+      case Kind::object:
+        return "an object";
+    }
+    return text;
+  }
+
   static bool parse_uint(const fpn::detail::JsonValue& value, std::uint64_t& out) {
     if (value.kind != fpn::detail::JsonValue::Kind::number || value.text.empty()) return false;
-    if (value.text.size() > 19) return false;  // beyond what any real size needs; avoids overflow
     std::uint64_t number = 0;
     for (char c : value.text) {
       if (c < '0' || c > '9') return false;
-      number = number * 10 + static_cast<std::uint64_t>(c - '0');
+      const auto digit = static_cast<std::uint64_t>(c - '0');
+      if (number > (UINT64_MAX - digit) / 10) return false;  // beyond uint64
+      number = number * 10 + digit;
     }
     out = number;
     return true;
@@ -229,26 +256,36 @@ class SafeTensors {
     if (root.kind != JsonValue::Kind::object) fail("header must be a JSON object");
     const std::uint64_t data_size = available - header_size_;
 
+    bool seen_metadata = false;
     for (const auto& [name, entry] : root.members) {
       if (name == "__metadata__") {
-        if (entry.kind != JsonValue::Kind::object) fail("__metadata__ must be an object");
+        // JSON leaves duplicate keys to the reader; refusing them keeps every reader in agreement.
+        if (seen_metadata) fail("__metadata__ appears twice in the header");
+        seen_metadata = true;
+        if (entry.kind != JsonValue::Kind::object) {
+          fail("__metadata__ must be an object, got " + describe(entry));
+        }
         for (const auto& [key, value] : entry.members) {
           if (value.kind != JsonValue::Kind::string) {
-            fail("__metadata__ \"" + key + "\" must be a string");
+            fail("__metadata__ \"" + key + "\" must be a string, got " + describe(value));
           }
-          metadata_[key] = value.text;
+          if (!metadata_.emplace(key, value.text).second) {
+            fail("__metadata__ \"" + key + "\" appears twice");
+          }
         }
         continue;
       }
       const std::string where = "tensor \"" + name + "\"";
       if (by_name_.contains(name)) fail(where + " appears twice in the header");
-      if (entry.kind != JsonValue::Kind::object) fail(where + " must be an object");
+      if (entry.kind != JsonValue::Kind::object) {
+        fail(where + " must be an object, got " + describe(entry));
+      }
+      for (const char* field : {"dtype", "shape", "data_offsets"}) {
+        if (entry.find(field) == nullptr) fail(where + " has no " + field);
+      }
       const JsonValue* dtype = entry.find("dtype");
       const JsonValue* shape = entry.find("shape");
       const JsonValue* offsets = entry.find("data_offsets");
-      if (dtype == nullptr || shape == nullptr || offsets == nullptr) {
-        fail(where + " must have dtype, shape and data_offsets");
-      }
       if (dtype->kind != JsonValue::Kind::string) fail(where + ": dtype must be a string");
       const DTypeInfo* type = nullptr;
       for (const auto& candidate : dtype_table) {
@@ -266,7 +303,7 @@ class SafeTensors {
       for (const JsonValue& item : shape->items) {
         std::uint64_t dim = 0;
         if (!parse_uint(item, dim) || dim > static_cast<std::uint64_t>(INT64_MAX)) {
-          fail(where + ": shape must hold non-negative integers, got \"" + item.text + "\"");
+          fail(where + ": shape must hold non-negative integers, got " + describe(item));
         }
         dims.push_back(static_cast<std::int64_t>(dim));
       }
@@ -285,9 +322,12 @@ class SafeTensors {
           !parse_uint(offsets->items[0], begin) || !parse_uint(offsets->items[1], end)) {
         fail(where + ": data_offsets must be [begin, end] of non-negative integers");
       }
-      if (begin > end || end > data_size) {
-        fail(where + ": data_offsets [" + std::to_string(begin) + ", " + std::to_string(end) +
-             "] lie outside the data section of " + std::to_string(data_size) + " bytes");
+      const std::string offsets_text =
+          "data_offsets [" + std::to_string(begin) + ", " + std::to_string(end) + "]";
+      if (begin > end) fail(where + ": " + offsets_text + " begin after they end");
+      if (end > data_size) {
+        fail(where + ": " + offsets_text + " lie outside the data section of " +
+             std::to_string(data_size) + " bytes");
       }
       const auto expected_bytes = static_cast<std::uint64_t>(numel * type->size);
       if (end - begin != expected_bytes) {
@@ -302,10 +342,15 @@ class SafeTensors {
     std::vector<const TensorInfo*> by_offset;
     for (const auto& tensor : tensors_) by_offset.push_back(&tensor);
     std::ranges::sort(by_offset, {}, [](const TensorInfo* t) { return std::pair(t->begin, t->end); });
+    // Sorted by begin, any overlap shows up between neighbours.
+    auto describe_range = [](const TensorInfo* tensor) {
+      return "\"" + tensor->name + "\" [" + std::to_string(tensor->begin) + ", " +
+             std::to_string(tensor->end) + "]";
+    };
     for (std::size_t i = 1; i < by_offset.size(); ++i) {
       if (by_offset[i]->begin < by_offset[i - 1]->end) {
-        fail("tensors \"" + by_offset[i - 1]->name + "\" and \"" + by_offset[i]->name +
-             "\" overlap in the data section");
+        fail("tensors " + describe_range(by_offset[i - 1]) + " and " +
+             describe_range(by_offset[i]) + " overlap in the data section");
       }
     }
   }
@@ -318,10 +363,20 @@ class SafeTensors {
   std::map<std::string, std::string> metadata_;
 };
 
-// Serialises float tensors (stored as F32) with metadata, in the given order.
+// Serialises float tensors (stored as F32) with metadata, in the given order. Throws WeightError
+// for a name that the reader would refuse: a duplicate, or the reserved "__metadata__".
 inline std::string to_safetensors_bytes(
     const std::vector<std::pair<std::string, TensorView<const float>>>& tensors,
     const std::map<std::string, std::string>& metadata = {}) {
+  std::set<std::string_view> names;
+  for (const auto& [name, tensor] : tensors) {
+    if (name == "__metadata__") {
+      throw WeightError("safetensors: \"__metadata__\" is reserved and cannot name a tensor");
+    }
+    if (!names.insert(name).second) {
+      throw WeightError("safetensors: tensor \"" + name + "\" appears twice");
+    }
+  }
   std::string header = "{";
   bool first = true;
   auto separator = [&] {

@@ -46,9 +46,10 @@ class JsonParser {
  private:
   JsonParser(std::string_view text, std::string_view context) : text_(text), context_(context) {}
 
-  [[noreturn]] void fail(std::string_view reason) const {
+  [[noreturn]] void fail(std::string_view reason) const { fail_at(position_, reason); }
+  [[noreturn]] void fail_at(std::size_t byte, std::string_view reason) const {
     throw WeightError(std::string(context_) + ": header is not valid JSON: " + std::string(reason) +
-                      " at byte " + std::to_string(position_));
+                      " at byte " + std::to_string(byte));
   }
 
   bool at_end() const { return position_ >= text_.size(); }
@@ -69,6 +70,7 @@ class JsonParser {
 
   JsonValue parse_value(int depth) {
     if (depth > max_depth) fail("nesting deeper than " + std::to_string(max_depth));
+    if (at_end()) fail("unexpected end of header");
     JsonValue value;
     switch (peek()) {
       case '{':
@@ -215,9 +217,10 @@ class JsonParser {
     std::string out;
     while (true) {
       if (at_end()) fail("unterminated string");
+      const std::size_t start = position_;  // errors point at the offending character or escape
       const char c = text_[position_++];
       if (c == '"') return out;
-      if (static_cast<unsigned char>(c) < 0x20) fail("control character in string");
+      if (static_cast<unsigned char>(c) < 0x20) fail_at(start, "control character in string");
       if (c != '\\') {
         out += c;
         continue;
@@ -236,19 +239,19 @@ class JsonParser {
         case 'u': {
           unsigned code = parse_hex4();
           if (code >= 0xD800 && code < 0xDC00) {  // a surrogate pair encodes one code point
-            if (text_.substr(position_, 2) != "\\u") fail("unpaired surrogate");
+            if (text_.substr(position_, 2) != "\\u") fail_at(start, "unpaired surrogate");
             position_ += 2;
             const unsigned low = parse_hex4();
-            if (low < 0xDC00 || low >= 0xE000) fail("unpaired surrogate");
+            if (low < 0xDC00 || low >= 0xE000) fail_at(start, "unpaired surrogate");
             code = 0x10000 + ((code - 0xD800) << 10) + (low - 0xDC00);
           } else if (code >= 0xDC00 && code < 0xE000) {
-            fail("unpaired surrogate");
+            fail_at(start, "unpaired surrogate");
           }
           append_utf8(out, code);
           break;
         }
         default:
-          fail("invalid escape");
+          fail_at(start, "invalid escape");
       }
     }
   }

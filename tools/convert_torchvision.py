@@ -1,0 +1,262 @@
+#!/usr/bin/python3
+"""Convert a torchvision Faster/Mask R-CNN checkpoint into fpn safetensors weights.
+
+The output keeps torchvision's parameter names and stores every tensor as F32 (or F16 with
+--fp16). Before writing, the checkpoint is checked against the architecture torchvision itself
+builds for --arch: every missing key, unexpected key, wrong shape and non-finite or non-float
+value is reported, and nothing is written unless all of them match.
+
+Run with Debian's interpreter, which has torch and torchvision:
+    /usr/bin/python3 tools/convert_torchvision.py --arch maskrcnn_resnet50_fpn in.pth out.safetensors
+"""
+import argparse
+import math
+import os
+import pickle
+import sys
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+
+from fpn_tools import safetensors_io  # noqa: E402
+
+ARCHS = [f"{head}_resnet{depth}_fpn" for head in ("fasterrcnn", "maskrcnn")
+         for depth in (18, 34, 50, 101)]
+
+# Blocks per ResNet stage (He et al. 2016, table 1); R18/R34 use BasicBlock, R50/R101 Bottleneck.
+_STAGE_BLOCKS = {18: (2, 2, 2, 2), 34: (3, 4, 6, 3), 50: (3, 4, 6, 3), 101: (3, 4, 23, 3)}
+
+_CLASS_LOGITS = "roi_heads.box_predictor.cls_score.weight"
+_BOX_DELTAS = "roi_heads.box_predictor.bbox_pred.weight"
+
+EPILOG = """\
+frozen BatchNorm eps:
+  torchvision's detectors use FrozenBatchNorm2d with eps=1e-5, except its original COCO
+  checkpoints fasterrcnn_resnet50_fpn_coco and maskrcnn_resnet50_fpn_coco (the *_COCO_V1
+  weights), which were trained with eps=0.0: torchvision calls overwrite_eps(model, 0.0) after
+  loading them (torchvision/models/detection/faster_rcnn.py and mask_rcnn.py). Convert those
+  with --frozen-bn-eps 0.0; the value is stored in the output's metadata as "frozen_bn_eps".
+
+exit status: 0 on success, 1 if the checkpoint cannot be read or does not fit --arch,
+2 on a usage error.
+"""
+
+
+class ConversionError(Exception):
+    """A fault in the user's input, reported as a message without a traceback."""
+
+
+def parse_args(argv):
+    parser = argparse.ArgumentParser(
+        description="Convert a torchvision Faster/Mask R-CNN checkpoint (a state_dict saved with "
+                    "torch.save, or a dict holding it under \"model\" or \"state_dict\") into "
+                    "safetensors weights for fpn, keeping torchvision's parameter names.",
+        epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--arch", required=True, choices=ARCHS, help="detector architecture")
+    parser.add_argument("input", help="torchvision checkpoint (.pth)")
+    parser.add_argument("output", help="safetensors file to write (replaced atomically)")
+    parser.add_argument("--frozen-bn-eps", type=_non_negative_float, default=1e-5, metavar="EPS",
+                        help="eps of the backbone's FrozenBatchNorm2d layers (default 1e-5; "
+                             "0.0 for torchvision's original R50 COCO checkpoints, see below)")
+    parser.add_argument("--fp16", action="store_true",
+                        help="store tensors as F16 instead of F32 (half the size, less precise)")
+    parser.add_argument("--trust-pickle", action="store_true",
+                        help="allow checkpoints that hold arbitrary Python objects (e.g. the "
+                             "training args saved by torchvision's reference scripts); unpickling "
+                             "them can run code, so use this only for files you trust")
+    return parser.parse_args(argv)
+
+
+def _non_negative_float(text):
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+    if not math.isfinite(value) or value < 0:
+        raise argparse.ArgumentTypeError(f"expected a finite number >= 0, got {text!r}")
+    return value
+
+
+def load_state_dict(path, trust_pickle):
+    """Returns the checkpoint's {name: tensor}, unwrapping {"model": ...} / {"state_dict": ...}."""
+    import torch
+
+    if not os.path.exists(path):
+        raise ConversionError(f"cannot read '{path}': no such file")
+    if not os.path.isfile(path):
+        raise ConversionError(f"cannot read '{path}': not a regular file")
+    try:
+        checkpoint = torch.load(path, map_location="cpu", weights_only=not trust_pickle)
+    except OSError as error:
+        raise ConversionError(f"cannot read '{path}': {error.strerror or error}") from None
+    except pickle.UnpicklingError as error:
+        if not trust_pickle and "Weights only load failed" in str(error):
+            detail = str(error).rpartition("WeightsUnpickler error: ")[2]
+            raise ConversionError(
+                f"'{path}' holds Python objects besides tensors ({detail}); unpickling them can "
+                "run code, so rerun with --trust-pickle only if you trust the file") from None
+        raise ConversionError(f"cannot read '{path}': not a PyTorch checkpoint ({error})") from None
+    except EOFError:
+        raise ConversionError(f"cannot read '{path}': the file is empty or truncated") from None
+    except Exception as error:  # torch raises many types for corrupt files; all mean the same
+        raise ConversionError(
+            f"cannot read '{path}': not a PyTorch checkpoint ({type(error).__name__}: {error})"
+        ) from None
+
+    if isinstance(checkpoint, dict):
+        for wrapper in ("model", "state_dict"):
+            if isinstance(checkpoint.get(wrapper), (dict, torch.nn.Module)):
+                checkpoint = checkpoint[wrapper]
+                break
+    if isinstance(checkpoint, torch.nn.Module):  # torch.save(model), loadable only when trusted
+        checkpoint = checkpoint.state_dict()
+    if not isinstance(checkpoint, dict) or not checkpoint:
+        raise ConversionError(
+            f"'{path}' is not a state_dict: expected a non-empty dict of tensors (or a dict with "
+            f"one under \"model\" or \"state_dict\"), got {_describe(checkpoint)}")
+    not_tensors = [f"  \"{name}\" is {_describe(value)}" for name, value in checkpoint.items()
+                   if not isinstance(value, torch.Tensor)]
+    if not_tensors:
+        raise ConversionError(f"'{path}' is not a state_dict: these entries are not tensors:\n" +
+                              "\n".join(not_tensors))
+    # nn.DataParallel / DistributedDataParallel checkpoints prefix every name with "module.".
+    if all(name.startswith("module.") for name in checkpoint):
+        checkpoint = {name[len("module."):]: value for name, value in checkpoint.items()}
+    return dict(checkpoint)
+
+
+def _describe(value):
+    if isinstance(value, dict):
+        return "an empty dict" if not value else f"a dict with keys {sorted(map(str, value))[:5]}"
+    return f"a value of type {type(value).__name__}"
+
+
+def infer_num_classes(state):
+    """(classes including background, where that number came from)."""
+    if _CLASS_LOGITS in state and state[_CLASS_LOGITS].dim() == 2:
+        return state[_CLASS_LOGITS].shape[0], f"rows of \"{_CLASS_LOGITS}\""
+    deltas = state.get(_BOX_DELTAS)
+    if deltas is not None and deltas.dim() == 2 and deltas.shape[0] % 4 == 0:
+        return deltas.shape[0] // 4, f"rows of \"{_BOX_DELTAS}\" / 4"
+    return 91, "torchvision's COCO default"  # the missing class logits are reported anyway
+
+
+def expected_shapes(arch, num_classes):
+    """{name: shape} of torchvision's own model for arch, built offline with random weights."""
+    from torchvision.models.detection import FasterRCNN, MaskRCNN
+    from torchvision.models.detection.backbone_utils import resnet_fpn_backbone
+
+    head, depth, _ = arch.split("_")
+    # FrozenBatchNorm2d (resnet_fpn_backbone's default) is what torchvision's detectors use; it
+    # has no num_batches_tracked buffer, which a BatchNorm2d checkpoint may add and we drop.
+    backbone = resnet_fpn_backbone(backbone_name=depth, weights=None)
+    detector = MaskRCNN if head == "maskrcnn" else FasterRCNN
+    model = detector(backbone, num_classes=num_classes)
+    return {name: tuple(tensor.shape) for name, tensor in model.state_dict().items()}
+
+
+def guess_arch(names):
+    """The arch whose backbone and heads the key names suggest, or None."""
+    blocks = []
+    for stage in range(1, 5):
+        prefix = f"backbone.body.layer{stage}."
+        indices = {name[len(prefix):].split(".")[0] for name in names if name.startswith(prefix)}
+        blocks.append(len(indices))
+    bottleneck = any(".conv3." in name for name in names if name.startswith("backbone.body."))
+    for depth, counts in _STAGE_BLOCKS.items():
+        if tuple(blocks) == counts and bottleneck == (depth >= 50):
+            masks = any(name.startswith("roi_heads.mask_") for name in names)
+            return f"{'maskrcnn' if masks else 'fasterrcnn'}_resnet{depth}_fpn"
+    return None
+
+
+def find_problems(state, expected):
+    """Every missing key, unexpected key and wrong shape, one line each."""
+    problems = []
+    for name, shape in expected.items():
+        if name not in state:
+            problems.append(f"  missing: \"{name}\" expected {_shape(shape)}")
+        elif tuple(state[name].shape) != shape:
+            problems.append(f"  wrong shape: \"{name}\" expected {_shape(shape)}, "
+                            f"got {_shape(state[name].shape)}")
+        elif not state[name].is_floating_point():
+            problems.append(f"  wrong dtype: \"{name}\" expected a floating-point tensor, "
+                            f"got {state[name].dtype}")
+        elif not bool(state[name].isfinite().all()):
+            problems.append(f"  not finite: \"{name}\" holds NaN or infinite values")
+    for name, tensor in state.items():
+        if name not in expected:
+            problems.append(f"  unexpected: \"{name}\" {_shape(tensor.shape)}")
+    return problems
+
+
+def arch_hint(state, expected, arch):
+    """A line suggesting what the checkpoint is instead, or ''."""
+    if not any(name in state for name in expected):
+        return "none of the expected names are present: is this a torchvision detection checkpoint?"
+    guess = guess_arch(state)
+    return f"the checkpoint looks like --arch {guess}" if guess not in (None, arch) else ""
+
+
+def _shape(shape):
+    return "[" + ", ".join(str(dim) for dim in shape) + "]"
+
+
+def _is_batch_counter(name):
+    """BatchNorm2d's num_batches_tracked: training state that FrozenBatchNorm2d does not have."""
+    return name.rpartition(".")[2] == "num_batches_tracked"
+
+
+def convert(args):
+    import torch
+
+    output_directory = os.path.dirname(os.path.abspath(args.output))
+    if not os.path.isdir(output_directory):
+        raise ConversionError(f"cannot write '{args.output}': directory '{output_directory}' "
+                              "does not exist")
+    state = load_state_dict(args.input, args.trust_pickle)
+    num_classes, classes_origin = infer_num_classes(state)
+    expected = expected_shapes(args.arch, num_classes)
+    state = {name: tensor for name, tensor in state.items() if not _is_batch_counter(name)}
+
+    problems = find_problems(state, expected)
+    if problems:
+        hint = arch_hint(state, expected, args.arch)
+        raise ConversionError(
+            f"'{args.input}' does not fit --arch {args.arch} (num_classes {num_classes}, from "
+            f"{classes_origin}); {len(problems)} problem{'s' if len(problems) > 1 else ''}:\n" +
+            "\n".join(problems) + (f"\n{hint}" if hint else ""))
+
+    dtype = torch.float16 if args.fp16 else torch.float32
+    tensors = {name: tensor.to(dtype) for name, tensor in state.items()}
+    if args.fp16:
+        overflows = [f"  \"{name}\" has values beyond the F16 range (65504)"
+                     for name, tensor in tensors.items() if not bool(tensor.isfinite().all())]
+        if overflows:
+            raise ConversionError("cannot store as --fp16:\n" + "\n".join(overflows))
+    metadata = {
+        "format": "fpn",
+        "arch": args.arch,
+        "frozen_bn_eps": repr(args.frozen_bn_eps),
+        "num_classes": str(num_classes),
+        "source": os.path.basename(args.input),
+    }
+    try:
+        safetensors_io.save_file(tensors, args.output, metadata)
+    except OSError as error:
+        raise ConversionError(f"cannot write '{args.output}': {error.strerror or error}") from None
+    return len(tensors)
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    try:
+        count = convert(args)
+    except ConversionError as error:
+        print(f"convert_torchvision: {error}", file=sys.stderr)
+        return 1
+    print(f"wrote {count} tensors to '{args.output}'")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,7 +1,5 @@
 // fpn::nn::preprocess against torchvision's GeneralizedRCNNTransform (tools/fixtures/transform.py),
 // plus hand-derived sizes, weights and error messages.
-#include "fpn/nn/transform.hpp"
-
 #include <gtest/gtest.h>
 
 #include <chrono>
@@ -10,6 +8,7 @@
 #include <vector>
 
 #include "../support/fixtures.hpp"
+#include "fpn/nn/transform.hpp"
 
 namespace fpn::nn {
 namespace {
@@ -224,9 +223,8 @@ TEST(Preprocess, SinglePixelFillsTheResizedImage) {
   EXPECT_EQ(result.resized_height, 800);
   EXPECT_EQ(result.resized_width, 800);
   for (std::size_t channel = 0; channel < 3; ++channel) {
-    const float normalised =
-        (static_cast<float>(pixel[channel]) / 255.0f - params.mean[channel]) /
-        params.stddev[channel];
+    const float normalised = (static_cast<float>(pixel[channel]) / 255.0f - params.mean[channel]) /
+                             params.stddev[channel];
     const auto c = static_cast<std::int64_t>(channel);
     for (std::int64_t y : {0, 1, 399, 799}) {
       for (std::int64_t x : {0, 400, 799}) {
@@ -246,8 +244,8 @@ TEST(Preprocess, ScaleOneIsAnExactNormalisedCopy) {
   params.min_size = 2;
   params.max_size = 3;
   params.size_divisible = 1;
-  const std::vector<std::uint8_t> pixels = {0,  1,  2,  50, 60, 70,  128, 129, 130,
-                                            3,  4,  5,  90, 91, 92, 253, 254, 255};
+  const std::vector<std::uint8_t> pixels = {0, 1, 2, 50, 60, 70, 128, 129, 130,
+                                            3, 4, 5, 90, 91, 92, 253, 254, 255};
   const PreprocessedImage result = preprocess(ImageView{pixels.data(), 2, 3}, params);
   ASSERT_EQ(result.tensor.shape(), (Shape{1, 3, 2, 3}));
   for (std::int64_t y = 0; y < 2; ++y) {
@@ -273,23 +271,37 @@ void expect_error(Call call, const std::string& message) {
 
 TEST(Preprocess, RefusesEmptyOrNullImages) {
   const std::uint8_t pixel[3] = {1, 2, 3};
-  expect_error<ShapeError>([&] { (void)preprocess(ImageView{pixel, 0, 640}); },
-                           "preprocess: image must be [H, W, 3] with H, W >= 1, got [0, 640, 3]");
+  expect_error<ShapeError>(
+      [&] {
+        (void)preprocess(ImageView{pixel, 0, 640});
+      },
+      "preprocess: image must be [H, W, 3] with H, W >= 1, got [0, 640, 3]");
   expect_error<ShapeError>([&] { (void)preprocess(ImageView{}); },
                            "preprocess: image must be [H, W, 3] with H, W >= 1, got [0, 0, 3]");
-  expect_error<ArgumentError>([&] { (void)preprocess(ImageView{nullptr, 480, 640}); },
-                              "preprocess: image pixels are null for a 480x640 image");
+  expect_error<ArgumentError>(
+      [&] {
+        (void)preprocess(ImageView{nullptr, 480, 640});
+      },
+      "preprocess: image pixels are null for a 480x640 image");
   expect_error<ShapeError>(
-      [&] { (void)preprocess(Tensor<float>(Shape{4, 2, 2})); },
+      [&] {
+        (void)preprocess(Tensor<float>(Shape{4, 2, 2}));
+      },
       "preprocess: image must be [3, H, W] with H, W >= 1, got [4, 2, 2]");
   expect_error<ShapeError>(
-      [&] { (void)preprocess(Tensor<float>(Shape{1, 3, 2, 2})); },
+      [&] {
+        (void)preprocess(Tensor<float>(Shape{1, 3, 2, 2}));
+      },
       "preprocess: image must be [3, H, W] with H, W >= 1, got [1, 3, 2, 2]");
   expect_error<ShapeError>(
-      [&] { (void)preprocess(Tensor<float>(Shape{3, 0, 2})); },
+      [&] {
+        (void)preprocess(Tensor<float>(Shape{3, 0, 2}));
+      },
       "preprocess: image must be [3, H, W] with H, W >= 1, got [3, 0, 2]");
   expect_error<ArgumentError>(
-      [&] { (void)preprocess(TensorView<const float>(nullptr, Shape{3, 2, 2})); },
+      [&] {
+        (void)preprocess(TensorView<const float>(nullptr, Shape{3, 2, 2}));
+      },
       "preprocess: image data is null for shape [3, 2, 2]");
 }
 
@@ -298,18 +310,26 @@ TEST(Preprocess, RefusesBadParamsAndExtremeAspectRatios) {
   TransformParams params;
   params.min_size = 0;
   expect_error<ArgumentError>(
-      [&] { (void)preprocess(ImageView{pixel, 1, 1}, params); },
+      [&] {
+        (void)preprocess(ImageView{pixel, 1, 1}, params);
+      },
       "preprocess: min_size, max_size and size_divisible must be >= 1, got 0, 1333 and 32");
   params = {};
   params.stddev[1] = 0.0f;
-  expect_error<ArgumentError>([&] { (void)preprocess(ImageView{pixel, 1, 1}, params); },
-                              "preprocess: mean must be finite and stddev finite and non-zero, "
-                              "got mean 0.456000 and stddev 0.000000 for channel 1");
+  expect_error<ArgumentError>(
+      [&] {
+        (void)preprocess(ImageView{pixel, 1, 1}, params);
+      },
+      "preprocess: mean must be finite and stddev finite and non-zero, "
+      "got mean 0.456000 and stddev 0.000000 for channel 1");
   // torch fails here too ("Input and output sizes should be greater than 0").
   std::vector<std::uint8_t> strip(100000 * 3, 7);
-  expect_error<ArgumentError>([&] { (void)preprocess(ImageView{strip.data(), 1, 100000}); },
-                              "preprocess: a 1x100000 image resizes to 0x1332 with min_size 800 "
-                              "and max_size 1333; its aspect ratio is too extreme");
+  expect_error<ArgumentError>(
+      [&] {
+        (void)preprocess(ImageView{strip.data(), 1, 100000});
+      },
+      "preprocess: a 1x100000 image resizes to 0x1332 with min_size 800 "
+      "and max_size 1333; its aspect ratio is too extreme");
 }
 
 // Not a pass/fail check (shared machines are noisy): records the time of a 480x640 image.

@@ -1,7 +1,7 @@
 // Inference preprocessing equal to torchvision 0.14's GeneralizedRCNNTransform for one image
 // (models/detection/transform.py): 8-bit RGB -> float / 255 -> (x - mean) / std -> bilinear resize
-// so that the short side is min_size unless the long side would pass max_size -> zero padding at the
-// bottom and right to a multiple of size_divisible.
+// so that the short side is min_size unless the long side would pass max_size -> zero padding at
+// the bottom and right to a multiple of size_divisible.
 //
 // Float arithmetic follows torch step by step, so results agree with torch to float rounding:
 // - 8-bit input becomes x / 255 in float32, as torchvision's to_tensor and convert_image_dtype do,
@@ -103,9 +103,8 @@ inline void check_transform_params(const TransformParams& params) {
   if (params.min_size < 1 || params.max_size < 1 || params.size_divisible < 1) {
     fpn::detail::throw_argument_error(
         "preprocess", "min_size, max_size and size_divisible must be >= 1, got " +
-                          std::to_string(params.min_size) + ", " +
-                          std::to_string(params.max_size) + " and " +
-                          std::to_string(params.size_divisible));
+                          std::to_string(params.min_size) + ", " + std::to_string(params.max_size) +
+                          " and " + std::to_string(params.size_divisible));
   }
   for (std::size_t channel = 0; channel < 3; ++channel) {
     const float mean = params.mean[channel];
@@ -282,9 +281,9 @@ inline PreprocessedImage preprocess(ImageView image, const TransformParams& para
     fpn::detail::throw_shape_error("preprocess", "image", "[H, W, 3] with H, W >= 1", dims);
   }
   if (image.pixels == nullptr) {
-    fpn::detail::throw_argument_error(
-        "preprocess", "image pixels are null for a " + std::to_string(image.height) + "x" +
-                          std::to_string(image.width) + " image");
+    fpn::detail::throw_argument_error("preprocess", "image pixels are null for a " +
+                                                        std::to_string(image.height) + "x" +
+                                                        std::to_string(image.width) + " image");
   }
   detail::check_transform_params(params);
   (void)Shape{image.height, image.width, 3};  // throws ShapeError if the pixel count overflows
@@ -317,8 +316,8 @@ inline PreprocessedImage preprocess(TensorView<const float> image,
                                    image.shape().dims());
   }
   if (image.data() == nullptr) {
-    fpn::detail::throw_argument_error("preprocess", "image data is null for shape " +
-                                                        image.shape().str());
+    fpn::detail::throw_argument_error("preprocess",
+                                      "image data is null for shape " + image.shape().str());
   }
   detail::check_transform_params(params);
   const std::int64_t height = image.dim(1);

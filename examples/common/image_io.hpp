@@ -1,0 +1,192 @@
+// Image files for the example programs (not part of the fpn library): decode PNG, JPEG, BMP, GIF,
+// TGA, PSD, HDR, PIC or PNM into 8-bit RGB with stb_image, and write PNG with stb_image_write.
+//
+// Needs Debian's libstb-dev headers, and exactly one translation unit per program that defines
+// FPN_STB_IMPLEMENTATION before including this header, which then compiles stb's implementations
+// there (the examples link examples/common/stb_impl.cpp, which does just that).
+//
+// Conversions, all stb_image's (stbi_load with 3 requested channels):
+// - gray -> RGB by copying the value into all three channels;
+// - alpha (gray + alpha, RGBA) is dropped, not composited onto a background -- as PIL's
+//   Image.convert("RGB") does;
+// - 16 bits per channel -> 8 bits by keeping the high byte (value >> 8), so 257 * v maps back to v;
+// - paletted PNGs are expanded; EXIF orientation is ignored (as PIL does unless asked).
+#pragma once
+
+#ifdef FPN_STB_IMPLEMENTATION
+#define STB_IMAGE_IMPLEMENTATION
+#define STB_IMAGE_WRITE_IMPLEMENTATION
+// stbi_failure_reason() then returns stb's readable message ("Corrupt PNG") rather than its terse
+// code ("bad png sig"); the IoErrors below quote it.
+#define STBI_FAILURE_USERMSG
+#endif
+#include <stb/stb_image.h>
+#include <stb/stb_image_write.h>
+
+#include <algorithm>
+#include <climits>
+#include <cstdint>
+#include <filesystem>
+#include <fstream>
+#include <iterator>
+#include <memory>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <utility>
+#include <vector>
+
+#include "fpn/core/errors.hpp"
+#include "fpn/core/shape.hpp"
+#include "fpn/io/atomic_file.hpp"
+#include "fpn/nn/transform.hpp"
+
+namespace fpn::examples {
+
+// 8-bit interleaved RGB, row-major, no row padding: pixels.size() == height * width * 3.
+struct RgbImage {
+  std::vector<std::uint8_t> pixels;
+  std::int64_t height = 0;
+  std::int64_t width = 0;
+
+  nn::ImageView view() const { return {pixels.data(), height, width}; }
+};
+
+// Larger images are refused from their header alone, before any pixel memory is allocated: a
+// 64-megapixel RGB image already takes 192 MB decoded (and more while decoding).
+inline constexpr std::int64_t default_max_pixels = 64'000'000;
+
+namespace detail {
+
+inline std::vector<unsigned char> read_image_file(const std::filesystem::path& path) {
+  std::error_code error;
+  if (!std::filesystem::exists(path, error)) {
+    throw IoError("load_image_rgb: cannot open '" + path.string() + "': no such file");
+  }
+  if (!std::filesystem::is_regular_file(path, error)) {
+    throw IoError("load_image_rgb: cannot open '" + path.string() + "': not a regular file");
+  }
+  const auto size = std::filesystem::file_size(path, error);
+  if (error) {
+    throw IoError("load_image_rgb: cannot read the size of '" + path.string() + "'");
+  }
+  if (size == 0) throw IoError("load_image_rgb: '" + path.string() + "' is empty");
+  // stb_image takes the buffer length as an int.
+  if (size > static_cast<std::uintmax_t>(INT_MAX)) {
+    throw IoError("load_image_rgb: '" + path.string() + "' is " + std::to_string(size) +
+                  " bytes, more than stb_image reads (" + std::to_string(INT_MAX) + ")");
+  }
+  std::ifstream in(path, std::ios::binary);
+  if (!in) throw IoError("load_image_rgb: cannot open '" + path.string() + "' for reading");
+  std::vector<unsigned char> bytes(static_cast<std::size_t>(size));
+  in.read(reinterpret_cast<char*>(bytes.data()), static_cast<std::streamsize>(size));
+  if (static_cast<std::uintmax_t>(in.gcount()) != size) {
+    throw IoError("load_image_rgb: cannot read '" + path.string() + "'");
+  }
+  return bytes;
+}
+
+// The width and height a PNG's IHDR claims (bytes 16..23 after the signature and chunk header),
+// or nothing if the bytes do not start like a PNG. stb_image's own header check refuses PNGs over
+// 2^30 decoded bytes with a generic "unknown type" message; reading IHDR first lets those be
+// refused by the pixel limit, with a message that says so.
+inline std::optional<std::pair<std::int64_t, std::int64_t>> png_claimed_size(
+    const std::vector<unsigned char>& bytes) {
+  static constexpr unsigned char signature[] = {0x89, 'P', 'N', 'G', '\r', '\n', 0x1A, '\n'};
+  if (bytes.size() < 24 || !std::equal(std::begin(signature), std::end(signature), bytes.begin()) ||
+      std::string_view(reinterpret_cast<const char*>(bytes.data()) + 12, 4) != "IHDR") {
+    return std::nullopt;
+  }
+  auto big_endian = [&bytes](std::size_t offset) {
+    std::int64_t value = 0;
+    for (std::size_t i = 0; i < 4; ++i) value = (value << 8) | bytes[offset + i];
+    return value;
+  };
+  return std::pair{big_endian(16), big_endian(20)};
+}
+
+[[noreturn]] inline void throw_too_many_pixels(const std::filesystem::path& path,
+                                               std::int64_t width, std::int64_t height,
+                                               std::int64_t max_pixels) {
+  throw IoError("load_image_rgb: '" + path.string() + "' is " + std::to_string(width) + "x" +
+                std::to_string(height) + " (" + std::to_string(width * height) +
+                " pixels), more than the limit of " + std::to_string(max_pixels) + " pixels");
+}
+
+// stb_image's reason for its last failure on this thread.
+inline std::string stb_reason() {
+  const char* reason = stbi_failure_reason();
+  return reason != nullptr ? reason : "unknown stb_image error";
+}
+
+struct StbFree {
+  void operator()(stbi_uc* pixels) const { stbi_image_free(pixels); }
+};
+
+}  // namespace detail
+
+// Decodes the image file at `path` into 8-bit RGB (see the top of this file for the conversions).
+// Throws IoError naming the path: missing, empty, unreadable, unknown or corrupt/truncated files
+// (with stb_image's reason), and images of more than max_pixels pixels (refused from the header).
+inline RgbImage load_image_rgb(const std::filesystem::path& path,
+                               std::int64_t max_pixels = default_max_pixels) {
+  const std::vector<unsigned char> bytes = detail::read_image_file(path);
+  if (const auto claimed = detail::png_claimed_size(bytes);
+      claimed && claimed->first * claimed->second > max_pixels) {
+    detail::throw_too_many_pixels(path, claimed->first, claimed->second, max_pixels);
+  }
+  const int length = static_cast<int>(bytes.size());
+  int width = 0;
+  int height = 0;
+  int channels = 0;
+  if (stbi_info_from_memory(bytes.data(), length, &width, &height, &channels) == 0) {
+    throw IoError("load_image_rgb: cannot decode '" + path.string() + "': " + detail::stb_reason());
+  }
+  if (std::int64_t{width} * height > max_pixels) {
+    detail::throw_too_many_pixels(path, width, height, max_pixels);
+  }
+  std::unique_ptr<stbi_uc, detail::StbFree> decoded(
+      stbi_load_from_memory(bytes.data(), length, &width, &height, &channels, 3));
+  if (decoded == nullptr) {
+    throw IoError("load_image_rgb: cannot decode '" + path.string() + "': " + detail::stb_reason());
+  }
+  RgbImage image;
+  image.height = height;
+  image.width = width;
+  image.pixels.assign(decoded.get(), decoded.get() + std::int64_t{width} * height * 3);
+  return image;
+}
+
+// Encodes `image` as PNG and writes it so that `path` holds either its old content or the whole
+// new file (fpn::io::write_file_atomically). Throws ShapeError for an inconsistent image and
+// IoError naming the path when encoding or writing fails; `path` is then left as it was.
+inline void save_png_atomically(const std::filesystem::path& path, const RgbImage& image) {
+  const std::int64_t dims[] = {image.height, image.width, 3};
+  if (image.height < 1 || image.width < 1) {
+    fpn::detail::throw_shape_error("save_png_atomically", "image", "[H, W, 3] with H, W >= 1",
+                                   dims);
+  }
+  if (static_cast<std::int64_t>(image.pixels.size()) != Shape(dims).numel()) {
+    throw ShapeError("save_png_atomically: image is " + format_shape(dims) + " but has " +
+                     std::to_string(image.pixels.size()) + " bytes of pixels");
+  }
+  // stb_image_write sizes its row buffers as (3 * width + 1) * height in int.
+  if ((3 * image.width + 1) > INT_MAX / image.height) {
+    throw IoError("save_png_atomically: cannot write '" + path.string() +
+                  "': " + std::to_string(image.width) + "x" + std::to_string(image.height) +
+                  " is too large for stb_image_write");
+  }
+  std::string encoded;
+  auto append = [](void* context, void* data, int size) {
+    static_cast<std::string*>(context)->append(static_cast<const char*>(data),
+                                               static_cast<std::size_t>(size));
+  };
+  const int width = static_cast<int>(image.width);
+  if (stbi_write_png_to_func(append, &encoded, width, static_cast<int>(image.height), 3,
+                             image.pixels.data(), width * 3) == 0) {
+    throw IoError("save_png_atomically: cannot encode '" + path.string() + "' as PNG");
+  }
+  io::write_file_atomically(path, encoded);
+}
+
+}  // namespace fpn::examples

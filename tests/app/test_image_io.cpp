@@ -1,0 +1,296 @@
+// examples/common/image_io.hpp: decoding to RGB (gray, gray + alpha, RGBA, 16-bit), refusals with
+// the path and stb's reason, the pixel limit checked from the header, and atomic PNG writes.
+//
+// This file is test_app's one translation unit compiling stb's implementations.
+#define FPN_STB_IMPLEMENTATION
+#include <gtest/gtest.h>
+#include <unistd.h>
+
+#include <cstdint>
+#include <filesystem>
+#include <fstream>
+#include <random>
+#include <string>
+#include <vector>
+
+#include "common/image_io.hpp"
+
+namespace fpn::examples {
+namespace {
+
+namespace fs = std::filesystem;
+
+// Each test gets its own empty folder under the system temporary directory.
+class ImageIo : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    std::random_device entropy;
+    directory_ = fs::temp_directory_path() / ("fpn_image_io_" + std::to_string(entropy()));
+    fs::create_directories(directory_);
+  }
+  void TearDown() override {
+    std::error_code error;
+    fs::permissions(directory_ / "locked", fs::perms::owner_all, error);
+    fs::remove_all(directory_, error);
+  }
+
+  fs::path path(const std::string& name) const { return directory_ / name; }
+
+  // Writes `bytes` to a new file in the test folder.
+  fs::path write_bytes(const std::string& name, const std::string& bytes) const {
+    std::ofstream out(path(name), std::ios::binary);
+    out.write(bytes.data(), static_cast<std::streamsize>(bytes.size()));
+    return path(name);
+  }
+
+  fs::path directory_;
+};
+
+void append(void* context, void* data, int size) {
+  static_cast<std::string*>(context)->append(static_cast<const char*>(data),
+                                             static_cast<std::size_t>(size));
+}
+
+// An 8-bit PNG with `channels` interleaved channels, encoded in memory by stb_image_write.
+std::string encode_png(int width, int height, int channels, const std::vector<std::uint8_t>& data) {
+  std::string bytes;
+  EXPECT_NE(stbi_write_png_to_func(append, &bytes, width, height, channels, data.data(),
+                                   width * channels),
+            0);
+  return bytes;
+}
+
+std::string encode_jpeg(int width, int height, const std::vector<std::uint8_t>& rgb) {
+  std::string bytes;
+  EXPECT_NE(stbi_write_jpg_to_func(append, &bytes, width, height, 3, rgb.data(), 95), 0);
+  return bytes;
+}
+
+// Seeded RGB bytes for a width x height image.
+std::vector<std::uint8_t> random_rgb(int width, int height, unsigned seed) {
+  std::mt19937 generator(seed);
+  std::vector<std::uint8_t> pixels(static_cast<std::size_t>(width * height * 3));
+  for (auto& value : pixels) value = static_cast<std::uint8_t>(generator() & 0xFF);
+  return pixels;
+}
+
+template <typename Error, typename Call>
+std::string error_message(Call call) {
+  try {
+    call();
+  } catch (const Error& error) {
+    return error.what();
+  }
+  ADD_FAILURE() << "no exception";
+  return "";
+}
+
+std::string read_all(const fs::path& file) {
+  std::ifstream in(file, std::ios::binary);
+  return {std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>()};
+}
+
+TEST_F(ImageIo, RgbPngRoundTripsThroughSaveAndLoad) {
+  RgbImage image{random_rgb(7, 5, 1), 5, 7};
+  save_png_atomically(path("out.png"), image);
+  const RgbImage loaded = load_image_rgb(path("out.png"));
+  EXPECT_EQ(loaded.height, 5);
+  EXPECT_EQ(loaded.width, 7);
+  EXPECT_EQ(loaded.pixels, image.pixels);
+  const nn::ImageView view = loaded.view();
+  EXPECT_EQ(view.pixels, loaded.pixels.data());
+  EXPECT_EQ(view.height, 5);
+  EXPECT_EQ(view.width, 7);
+}
+
+TEST_F(ImageIo, GrayIsCopiedIntoAllThreeChannels) {
+  const std::vector<std::uint8_t> gray = {0, 17, 128, 200, 254, 255};
+  write_bytes("gray.png", encode_png(3, 2, 1, gray));
+  const RgbImage loaded = load_image_rgb(path("gray.png"));
+  ASSERT_EQ(loaded.height, 2);
+  ASSERT_EQ(loaded.width, 3);
+  for (std::size_t i = 0; i < gray.size(); ++i) {
+    for (std::size_t channel = 0; channel < 3; ++channel) {
+      EXPECT_EQ(loaded.pixels[3 * i + channel], gray[i]) << "pixel " << i;
+    }
+  }
+}
+
+TEST_F(ImageIo, GrayAlphaDropsTheAlpha) {
+  // (gray, alpha) pairs; alpha 0 must not darken or blank the colour.
+  const std::vector<std::uint8_t> gray_alpha = {10, 0, 20, 128, 30, 255, 40, 1};
+  write_bytes("gray_alpha.png", encode_png(2, 2, 2, gray_alpha));
+  const RgbImage loaded = load_image_rgb(path("gray_alpha.png"));
+  ASSERT_EQ(loaded.pixels.size(), 12u);
+  for (std::size_t i = 0; i < 4; ++i) {
+    for (std::size_t channel = 0; channel < 3; ++channel) {
+      EXPECT_EQ(loaded.pixels[3 * i + channel], gray_alpha[2 * i]) << "pixel " << i;
+    }
+  }
+}
+
+TEST_F(ImageIo, RgbaDropsTheAlpha) {
+  const std::vector<std::uint8_t> rgba = {1, 2, 3, 0, 4, 5, 6, 128, 7, 8, 9, 255};
+  write_bytes("rgba.png", encode_png(3, 1, 4, rgba));
+  const RgbImage loaded = load_image_rgb(path("rgba.png"));
+  EXPECT_EQ(loaded.pixels, (std::vector<std::uint8_t>{1, 2, 3, 4, 5, 6, 7, 8, 9}));
+}
+
+// tests/app/data is written by tools/make_test_images.py; its 16-bit samples decode to value >> 8.
+TEST_F(ImageIo, SixteenBitPngKeepsTheHighByte) {
+  const fs::path data = fs::path(FPN_SOURCE_DIR) / "tests" / "app" / "data";
+  const RgbImage rgb = load_image_rgb(data / "rgb16_3x2.png");
+  ASSERT_EQ(rgb.height, 2);
+  ASSERT_EQ(rgb.width, 3);
+  EXPECT_EQ(rgb.pixels,
+            (std::vector<std::uint8_t>{0x00, 0x00, 0xFF, 0x12, 0x80, 0x80, 0x01, 0xFE, 0x7F, 0xFF,
+                                       0x00, 0xAB, 0x20, 0x40, 0x60, 0xFF, 0x00, 0x01}));
+  const RgbImage gray_alpha = load_image_rgb(data / "graya16_2x1.png");
+  ASSERT_EQ(gray_alpha.height, 1);
+  ASSERT_EQ(gray_alpha.width, 2);
+  EXPECT_EQ(gray_alpha.pixels, (std::vector<std::uint8_t>{0x12, 0x12, 0x12, 0xF0, 0xF0, 0xF0}));
+}
+
+TEST_F(ImageIo, OnePixelAndThreePixelHighStrip) {
+  write_bytes("one.png", encode_png(1, 1, 3, {9, 8, 7}));
+  const RgbImage one = load_image_rgb(path("one.png"));
+  EXPECT_EQ(one.height, 1);
+  EXPECT_EQ(one.width, 1);
+  EXPECT_EQ(one.pixels, (std::vector<std::uint8_t>{9, 8, 7}));
+
+  const auto strip_pixels = random_rgb(640, 3, 2);
+  write_bytes("strip.png", encode_png(640, 3, 3, strip_pixels));
+  const RgbImage strip = load_image_rgb(path("strip.png"));
+  EXPECT_EQ(strip.height, 3);
+  EXPECT_EQ(strip.width, 640);
+  EXPECT_EQ(strip.pixels, strip_pixels);
+  // The examples hand it straight to preprocessing: 3x640 -> 6x1333, padded to 32x1344.
+  EXPECT_EQ(nn::preprocess(strip.view()).tensor.shape(), (Shape{1, 3, 32, 1344}));
+}
+
+TEST_F(ImageIo, JpegDecodesToNearlyTheWrittenColours) {
+  std::vector<std::uint8_t> flat(16 * 8 * 3);
+  for (std::size_t i = 0; i < flat.size(); i += 3) {
+    flat[i] = 200;
+    flat[i + 1] = 100;
+    flat[i + 2] = 50;
+  }
+  write_bytes("flat.jpg", encode_jpeg(16, 8, flat));
+  const RgbImage loaded = load_image_rgb(path("flat.jpg"));
+  ASSERT_EQ(loaded.height, 8);
+  ASSERT_EQ(loaded.width, 16);
+  for (std::size_t i = 0; i < flat.size(); ++i) {
+    EXPECT_NEAR(loaded.pixels[i], flat[i], 3) << "byte " << i;  // JPEG is lossy
+  }
+}
+
+TEST_F(ImageIo, MissingEmptyAndDirectoryPathsAreRefused) {
+  const fs::path missing = path("missing.png");
+  EXPECT_EQ(error_message<IoError>([&] { (void)load_image_rgb(missing); }),
+            "load_image_rgb: cannot open '" + missing.string() + "': no such file");
+  const fs::path empty = write_bytes("empty.png", "");
+  EXPECT_EQ(error_message<IoError>([&] { (void)load_image_rgb(empty); }),
+            "load_image_rgb: '" + empty.string() + "' is empty");
+  EXPECT_EQ(error_message<IoError>([&] { (void)load_image_rgb(directory_); }),
+            "load_image_rgb: cannot open '" + directory_.string() + "': not a regular file");
+}
+
+TEST_F(ImageIo, GarbageAndTruncatedFilesNameThePathAndStbsReason) {
+  const fs::path garbage = write_bytes("garbage.png", "this is not an image, just some text\n");
+  EXPECT_EQ(error_message<IoError>([&] { (void)load_image_rgb(garbage); }),
+            "load_image_rgb: cannot decode '" + garbage.string() +
+                "': Image not of any known type, or corrupt");
+
+  const std::string png = encode_png(32, 16, 3, random_rgb(32, 16, 3));
+  const fs::path half_png = write_bytes("half.png", png.substr(0, png.size() / 2));
+  EXPECT_EQ(error_message<IoError>([&] { (void)load_image_rgb(half_png); }),
+            "load_image_rgb: cannot decode '" + half_png.string() + "': Corrupt PNG");
+  // Every cut before the last chunk fails; only IEND's checksum is not needed to decode.
+  for (std::size_t length = 1; length + 12 <= png.size(); length += 13) {
+    const fs::path cut = write_bytes("cut.png", png.substr(0, length));
+    EXPECT_THROW((void)load_image_rgb(cut), IoError) << length << " of " << png.size();
+  }
+
+  const std::string jpeg = encode_jpeg(32, 16, random_rgb(32, 16, 4));
+  const fs::path half_jpeg = write_bytes("half.jpg", jpeg.substr(0, jpeg.size() / 2));
+  EXPECT_EQ(error_message<IoError>([&] { (void)load_image_rgb(half_jpeg); }),
+            "load_image_rgb: cannot decode '" + half_jpeg.string() + "': Corrupt JPEG");
+  for (std::size_t length = 1; length < jpeg.size(); length += 17) {
+    const fs::path cut = write_bytes("cut.jpg", jpeg.substr(0, length));
+    EXPECT_THROW((void)load_image_rgb(cut), IoError) << length << " of " << jpeg.size();
+  }
+}
+
+// A PNG signature and an IHDR claiming 100000 x 100000 RGB: refused from the header, before any
+// decoding (stb_image would refuse it too, but only as "unknown type").
+TEST_F(ImageIo, HugeHeaderIsRefusedBeforeDecoding) {
+  std::string header = "\x89PNG\r\n\x1a\n";
+  header += std::string("\0\0\0\x0d", 4) + "IHDR";
+  header += std::string("\0\x01\x86\xa0\0\x01\x86\xa0", 8);  // width, height: 100000
+  header += std::string("\x08\x02\0\0\0", 5);                // 8-bit RGB
+  header += std::string("\0\0\0\0", 4);                      // CRC (stb does not check it)
+  const fs::path huge = write_bytes("huge.png", header);
+  EXPECT_EQ(error_message<IoError>([&] { (void)load_image_rgb(huge); }),
+            "load_image_rgb: '" + huge.string() +
+                "' is 100000x100000 (10000000000 pixels), more than the limit of 64000000 pixels");
+
+  // Other formats are checked from stb_image's header probe: a binary PPM claiming 9000 x 9000.
+  const fs::path big_ppm = write_bytes("big.ppm", "P6\n9000 9000\n255\n");
+  EXPECT_EQ(error_message<IoError>([&] { (void)load_image_rgb(big_ppm); }),
+            "load_image_rgb: '" + big_ppm.string() +
+                "' is 9000x9000 (81000000 pixels), more than the limit of 64000000 pixels");
+
+  write_bytes("small.png", encode_png(4, 4, 3, random_rgb(4, 4, 5)));
+  EXPECT_EQ(error_message<IoError>([&] { (void)load_image_rgb(path("small.png"), 15); }),
+            "load_image_rgb: '" + path("small.png").string() +
+                "' is 4x4 (16 pixels), more than the limit of 15 pixels");
+  EXPECT_EQ(load_image_rgb(path("small.png"), 16).pixels.size(), 48u);
+}
+
+TEST_F(ImageIo, SaveRefusesInconsistentImages) {
+  EXPECT_EQ(error_message<ShapeError>([&] {
+              save_png_atomically(path("out.png"), RgbImage{{}, 0, 5});
+            }),
+            "save_png_atomically: image must be [H, W, 3] with H, W >= 1, got [0, 5, 3]");
+  EXPECT_EQ(error_message<ShapeError>([&] {
+              save_png_atomically(path("out.png"), RgbImage{std::vector<std::uint8_t>(11), 2, 2});
+            }),
+            "save_png_atomically: image is [2, 2, 3] but has 11 bytes of pixels");
+  EXPECT_FALSE(fs::exists(path("out.png")));
+}
+
+TEST_F(ImageIo, FailedSaveLeavesTheTargetAsItWas) {
+  const RgbImage image{random_rgb(3, 2, 6), 2, 3};
+  // Missing directory: nothing is created.
+  const fs::path in_missing = path("missing") / "out.png";
+  EXPECT_EQ(error_message<IoError>([&] { save_png_atomically(in_missing, image); }),
+            "cannot write '" + in_missing.string() + "': directory '" +
+                in_missing.parent_path().string() + "' does not exist");
+  EXPECT_FALSE(fs::exists(path("missing")));
+
+  // The rename cannot replace a non-empty directory: it stays, and no temporary file is left.
+  fs::create_directories(path("taken.png") / "inside");
+  EXPECT_THROW(save_png_atomically(path("taken.png"), image), IoError);
+  EXPECT_TRUE(fs::is_directory(path("taken.png") / "inside"));
+
+  // An unwritable directory keeps its old file (not testable as root, who may write anywhere).
+  fs::create_directories(path("locked"));
+  const fs::path old_file = path("locked") / "out.png";
+  save_png_atomically(old_file, RgbImage{random_rgb(2, 2, 7), 2, 2});
+  const std::string old_bytes = read_all(old_file);
+  fs::permissions(path("locked"), fs::perms::owner_read | fs::perms::owner_exec);
+  if (::geteuid() != 0) {
+    EXPECT_THROW(save_png_atomically(old_file, image), IoError);
+    EXPECT_EQ(read_all(old_file), old_bytes);
+  }
+
+  std::size_t entries = 0;
+  for (const auto& entry : fs::directory_iterator(directory_)) {
+    (void)entry;
+    ++entries;
+  }
+  EXPECT_EQ(entries, 2u);  // taken.png and locked: no stray temporary files
+}
+
+}  // namespace
+}  // namespace fpn::examples

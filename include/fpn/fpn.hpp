@@ -1,4 +1,5 @@
-// fpn: Feature Pyramid Network object detection on the CPU. The umbrella header.
+// fpn: Feature Pyramid Network object detection on the CPU. The umbrella header: everything a
+// user needs, and nothing beyond Eigen and the standard library.
 #pragma once
 
 #include "fpn/core/errors.hpp"
@@ -6,3 +7,26 @@
 #include "fpn/core/tensor.hpp"
 #include "fpn/io/atomic_file.hpp"
 #include "fpn/io/safetensors.hpp"
+#include "fpn/models/detections.hpp"
+#include "fpn/models/two_stage_detector.hpp"
+#include "fpn/nn/anchors.hpp"
+#include "fpn/nn/backbone.hpp"
+#include "fpn/nn/conv.hpp"
+#include "fpn/nn/fpn.hpp"
+#include "fpn/nn/poolers.hpp"
+#include "fpn/nn/resnet.hpp"
+#include "fpn/nn/roi_heads.hpp"
+#include "fpn/nn/rpn.hpp"
+#include "fpn/nn/transform.hpp"
+#include "fpn/nn/weights.hpp"
+#include "fpn/ops/box_coder.hpp"
+#include "fpn/ops/boxes.hpp"
+#include "fpn/ops/conv2d.hpp"
+#include "fpn/ops/conv_transpose2d.hpp"
+#include "fpn/ops/elementwise.hpp"
+#include "fpn/ops/linear.hpp"
+#include "fpn/ops/max_pool2d.hpp"
+#include "fpn/ops/nms.hpp"
+#include "fpn/ops/roi_align.hpp"
+#include "fpn/ops/roi_pool.hpp"
+#include "fpn/ops/upsample.hpp"

@@ -4,6 +4,7 @@
 // with s = gamma * rsqrt(var + eps) computed in float32 as FrozenBatchNorm2d does.
 #pragma once
 
+#include <algorithm>
 #include <cmath>
 #include <cstdint>
 #include <string>
@@ -56,6 +57,23 @@ class Conv2d {
       float* row = conv.weight_.data() + c * per_channel;
       for (std::int64_t i = 0; i < per_channel; ++i) row[i] *= scale;
     }
+    return conv;
+  }
+
+  // One conv whose output channels are first's then second's: two heads that read the same map
+  // (the RPN's objectness and deltas) then cost one GEMM. Both need the same input and geometry.
+  static Conv2d concatenate(const Conv2d& first, const Conv2d& second) {
+    const ConvSpec& a = first.spec_;
+    const ConvSpec& b = second.spec_;
+    FPN_ASSERT(a.in_channels == b.in_channels && a.kernel == b.kernel && a.stride == b.stride &&
+               a.padding == b.padding && a.relu == b.relu);
+    Conv2d conv({a.in_channels, a.out_channels + b.out_channels, a.kernel, a.stride, a.padding, a.relu});
+    conv.weight_ = Tensor<float>::uninitialized(conv.weight_shape());
+    std::copy_n(first.weight_.data(), first.weight_.numel(), conv.weight_.data());
+    std::copy_n(second.weight_.data(), second.weight_.numel(), conv.weight_.data() + first.weight_.numel());
+    conv.bias_ = Tensor<float>::uninitialized(Shape{conv.spec_.out_channels});
+    std::copy_n(first.bias_.data(), a.out_channels, conv.bias_.data());
+    std::copy_n(second.bias_.data(), b.out_channels, conv.bias_.data() + a.out_channels);
     return conv;
   }
 

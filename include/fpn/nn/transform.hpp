@@ -29,6 +29,7 @@
 #include <string>
 #include <vector>
 
+#include "fpn/core/detail/parallel.hpp"
 #include "fpn/core/errors.hpp"
 #include "fpn/core/shape.hpp"
 #include "fpn/core/tensor.hpp"
@@ -188,10 +189,7 @@ Tensor<float> resize_and_pad(const FillRow& fill_row, ImageSize input, ImageSize
   const std::int64_t plane = padded.height * padded.width;
   float* const base = result.data();
 
-  // Guarded so that users building without OpenMP get no unknown-pragma warning.
-#ifdef _OPENMP
-#pragma omp parallel if (output.height * output.width > (1 << 15))
-#endif
+  FPN_OMP(omp parallel if (output.height * output.width > (1 << 15)))
   {
     // Normalised source rows (3 channels each) in two slots: consecutive output rows mostly share
     // their two source rows, and each thread takes a contiguous band of output rows.
@@ -215,9 +213,7 @@ Tensor<float> resize_and_pad(const FillRow& fill_row, ImageSize input, ImageSize
     const float* weight0 = columns.weight0.data();
     const float* weight1 = columns.weight1.data();
 
-#ifdef _OPENMP
-#pragma omp for schedule(static)
-#endif
+    FPN_OMP(omp for schedule(static))
     for (std::int64_t y = 0; y < padded.height; ++y) {
       if (y >= output.height) {
         for (std::int64_t channel = 0; channel < 3; ++channel) {

@@ -14,6 +14,7 @@
 #include <type_traits>
 #include <vector>
 
+#include "fpn/core/detail/parallel.hpp"
 #include "fpn/core/errors.hpp"
 #include "fpn/core/tensor.hpp"
 
@@ -45,7 +46,7 @@ void gather_patches(const T* image, std::int64_t channels, std::int64_t height, 
                     int kernel, int stride, int padding, std::int64_t output_width,
                     std::int64_t first, std::int64_t count, T* columns) {
   const std::int64_t rows = channels * kernel * kernel;
-#pragma omp parallel for schedule(static) if (rows * count > (1 << 16))
+  FPN_OMP(omp parallel for schedule(static) if (rows * count > (1 << 16)))
   for (std::int64_t row = 0; row < rows; ++row) {
     const std::int64_t kx = row % kernel;
     const std::int64_t ky = (row / kernel) % kernel;

@@ -5,6 +5,7 @@
 #include <cstdint>
 #include <type_traits>
 
+#include "fpn/core/detail/parallel.hpp"
 #include "fpn/core/errors.hpp"
 #include "fpn/core/tensor.hpp"
 
@@ -21,7 +22,7 @@ void add_inplace(std::type_identity_t<TensorView<T>> target,
   T* out = target.data();
   const T* in = addend.data();
   const std::int64_t count = target.numel();
-#pragma omp parallel for simd schedule(static) if (count > (1 << 18))
+  FPN_OMP(omp parallel for simd schedule(static) if (count > (1 << 18)))
   for (std::int64_t i = 0; i < count; ++i) out[i] += in[i];
 }
 
@@ -44,7 +45,7 @@ template <typename T = float>
 void relu_inplace(std::type_identity_t<TensorView<T>> x) {
   T* data = x.data();
   const std::int64_t count = x.numel();
-#pragma omp parallel for simd schedule(static) if (count > (1 << 18))
+  FPN_OMP(omp parallel for simd schedule(static) if (count > (1 << 18)))
   for (std::int64_t i = 0; i < count; ++i) data[i] = std::max(data[i], T{0});
 }
 

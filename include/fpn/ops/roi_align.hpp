@@ -13,6 +13,7 @@
 #include <type_traits>
 #include <vector>
 
+#include "fpn/core/detail/parallel.hpp"
 #include "fpn/core/errors.hpp"
 #include "fpn/core/tensor.hpp"
 
@@ -143,9 +144,7 @@ Tensor<T> roi_align(std::type_identity_t<TensorView<const T>> features,
   const T* rois = boxes.data();
   T* result = output.data();
 
-#if defined(_OPENMP)
-#pragma omp parallel for schedule(dynamic)
-#endif
+  FPN_OMP(omp parallel for schedule(dynamic))
   for (std::int64_t n = 0; n < sizes.num_rois; ++n) {
     const T* roi = rois + 5 * n;
     const auto batch_index = static_cast<std::int64_t>(roi[0]);

@@ -9,6 +9,7 @@
 #include <limits>
 #include <type_traits>
 
+#include "fpn/core/detail/parallel.hpp"
 #include "fpn/core/errors.hpp"
 #include "fpn/core/tensor.hpp"
 #include "fpn/ops/roi_align.hpp"
@@ -37,9 +38,7 @@ Tensor<T> roi_pool(std::type_identity_t<TensorView<const T>> features,
   Tensor<T> output =
       Tensor<T>::uninitialized(Shape{sizes.num_rois, sizes.channels, output_height, output_width});
 
-#if defined(_OPENMP)
-#pragma omp parallel for schedule(dynamic)
-#endif
+  FPN_OMP(omp parallel for schedule(dynamic))
   for (std::int64_t n = 0; n < sizes.num_rois; ++n) {
     const T* roi = boxes.data() + 5 * n;
     const auto batch_index = static_cast<std::int64_t>(roi[0]);

@@ -10,6 +10,7 @@
 #include <type_traits>
 #include <vector>
 
+#include "fpn/core/detail/parallel.hpp"
 #include "fpn/core/errors.hpp"
 #include "fpn/core/tensor.hpp"
 
@@ -56,7 +57,7 @@ Tensor<T> upsample_nearest(std::type_identity_t<TensorView<const T>> input,
   const auto cols = detail::nearest_source_indices(width, out_width);
   auto output = Tensor<T>::uninitialized(Shape{input.dim(0), input.dim(1), out_height, out_width});
   const std::int64_t planes = input.dim(0) * input.dim(1);
-#pragma omp parallel for schedule(static) if (planes * out_height * out_width > (1 << 16))
+  FPN_OMP(omp parallel for schedule(static) if (planes * out_height * out_width > (1 << 16)))
   for (std::int64_t plane = 0; plane < planes; ++plane) {
     const T* in = input.data() + plane * height * width;
     T* out = output.data() + plane * out_height * out_width;

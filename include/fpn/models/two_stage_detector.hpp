@@ -1,0 +1,190 @@
+// TwoStageDetector: torchvision's GeneralizedRCNN at inference, composed at compile time from a
+// backbone with FPN, a region proposal network on every pyramid level and ROI heads:
+//
+//   using MaskRCNNResNet50FPN = TwoStageDetector<ResNetFPN<50>, RoiHeads<BoxHead<256>, MaskHead<256>>>;
+//
+// Weights are loaded at run time by torchvision's parameter names; thresholds and sizes are
+// run-time DetectorParams.
+#pragma once
+
+#include <concepts>
+#include <cstdint>
+#include <filesystem>
+#include <optional>
+#include <string>
+#include <utility>
+
+#include "fpn/core/errors.hpp"
+#include "fpn/core/tensor.hpp"
+#include "fpn/io/safetensors.hpp"
+#include "fpn/models/detections.hpp"
+#include "fpn/nn/backbone.hpp"
+#include "fpn/nn/poolers.hpp"
+#include "fpn/nn/roi_heads.hpp"
+#include "fpn/nn/rpn.hpp"
+#include "fpn/nn/transform.hpp"
+#include "fpn/nn/weights.hpp"
+
+namespace fpn {
+
+struct DetectorParams {
+  nn::TransformParams transform;
+  nn::RpnParams rpn;
+  nn::RoiHeadsParams roi_heads;
+};
+
+// Marks a detector without a mask branch.
+struct NoMaskHead {};
+
+template <typename BoxHeadType, typename MaskHeadType = NoMaskHead>
+struct RoiHeads {
+  using box_head = BoxHeadType;
+  using mask_head = MaskHeadType;
+  static constexpr bool has_mask = !std::same_as<MaskHeadType, NoMaskHead>;
+};
+
+template <typename T>
+concept backbone_with_fpn = requires(const nn::WeightReader& reader, const T& net, const Tensor<float>& image) {
+  { T::out_channels } -> std::convertible_to<std::int64_t>;
+  { T::load(reader) } -> std::same_as<T>;
+  { net.forward(image) } -> std::same_as<nn::FeaturePyramid>;
+};
+
+template <backbone_with_fpn Backbone, typename Heads>
+class TwoStageDetector {
+  static constexpr int channels = static_cast<int>(Backbone::out_channels);
+
+ public:
+  using backbone_type = Backbone;
+  static constexpr bool has_mask = Heads::has_mask;
+
+  // num_classes: from the file's "num_classes" metadata when 0 (torchvision's COCO: 91).
+  static TwoStageDetector load(const nn::WeightReader& weights, DetectorParams params = {},
+                               std::int64_t num_classes = 0) {
+    if (num_classes <= 0) {
+      num_classes = 91;
+      if (auto text = weights.source().metadata("num_classes")) {
+        try {
+          num_classes = std::stoll(*text);
+        } catch (const std::exception&) {
+          num_classes = 0;
+        }
+        if (num_classes < 2) {
+          throw WeightError(weights.source().describe() +
+                            ": metadata num_classes must be an integer >= 2, got \"" + *text + "\"");
+        }
+      }
+    }
+    TwoStageDetector detector;
+    detector.params_ = params;
+    detector.num_classes_ = num_classes;
+    detector.backbone_ = Backbone::load(weights);
+    detector.rpn_ = nn::RegionProposalNetwork<channels>::load(weights.child("rpn"), params.rpn);
+    const nn::WeightReader roi_heads = weights.child("roi_heads");
+    detector.box_head_ = Heads::box_head::load(roi_heads, num_classes);
+    if constexpr (has_mask) detector.mask_head_ = Heads::mask_head::load(roi_heads, num_classes);
+    return detector;
+  }
+
+  // Reads a converted checkpoint; nothing of the file is kept once the weights are loaded.
+  static TwoStageDetector load(const std::filesystem::path& path, DetectorParams params = {}) {
+    const io::SafeTensors file = io::SafeTensors::open(path);
+    return load(nn::WeightReader(file), params);
+  }
+
+  const DetectorParams& params() const { return params_; }
+  void set_params(DetectorParams params) {
+    params_ = params;
+    rpn_.set_params(params.rpn);
+  }
+  std::int64_t num_classes() const { return num_classes_; }
+  const Backbone& backbone() const { return backbone_; }
+
+  // The whole pipeline on an 8-bit RGB image.
+  Detections detect(nn::ImageView image) const {
+    return detect(nn::preprocess(image, params_.transform));
+  }
+
+  Detections detect(const nn::PreprocessedImage& image) const {
+    const nn::FeaturePyramid pyramid = backbone_.forward(image.tensor);
+    const nn::Proposals proposals = propose(pyramid, image);
+    return detect_from_proposals(pyramid, proposals.boxes, image);
+  }
+
+  // The stages, exposed so each can be checked against torchvision on its own.
+  nn::Proposals propose(const nn::FeaturePyramid& pyramid, const nn::PreprocessedImage& image) const {
+    return rpn_.forward(pyramid, image.tensor.dim(2), image.tensor.dim(3), image.resized_height,
+                        image.resized_width);
+  }
+
+  nn::BoxDetections detect_boxes(const nn::FeaturePyramid& pyramid, const Tensor<float>& proposals,
+                                 const nn::PreprocessedImage& image) const {
+    const Tensor<float> pooled = box_pooler_.forward(pyramid, proposals, image.resized_height);
+    const auto [logits, deltas] = box_head_.predict(pooled);
+    return box_head_.postprocess(logits, deltas, proposals, image.resized_height,
+                                 image.resized_width, params_.roi_heads);
+  }
+
+  Detections detect_from_proposals(const nn::FeaturePyramid& pyramid, const Tensor<float>& proposals,
+                                   const nn::PreprocessedImage& image) const {
+    const nn::BoxDetections boxes = detect_boxes(pyramid, proposals, image);
+    Detections result;
+    result.image_height = image.original_height;
+    result.image_width = image.original_width;
+    const float ratio_height = image.ratio_height();
+    const float ratio_width = image.ratio_width();
+    const std::int64_t count = boxes.boxes.dim(0);
+    for (std::int64_t i = 0; i < count; ++i) {
+      Detection detection;
+      const float* box = boxes.boxes.data() + 4 * i;
+      detection.box = {box[0] * ratio_width, box[1] * ratio_height, box[2] * ratio_width,
+                       box[3] * ratio_height};
+      detection.label = boxes.labels[static_cast<std::size_t>(i)];
+      detection.score = boxes.scores.data()[i];
+      result.items.push_back(std::move(detection));
+    }
+    if constexpr (has_mask) {
+      if (count > 0) {
+        const Tensor<float> pooled = mask_pooler_.forward(pyramid, boxes.boxes, image.resized_height);
+        const Tensor<float> masks = mask_head_.forward(pooled, boxes.labels);
+        const std::int64_t side = masks.dim(1);
+        for (std::int64_t i = 0; i < count; ++i) {
+          result.items[static_cast<std::size_t>(i)].mask =
+              nn::paste_mask(masks.data() + i * side * side, side, result.items[static_cast<std::size_t>(i)].box,
+                             image.original_height, image.original_width);
+        }
+      }
+    }
+    return result;
+  }
+
+ private:
+  TwoStageDetector() = default;
+
+  DetectorParams params_;
+  std::int64_t num_classes_ = 0;
+  Backbone backbone_;
+  nn::RegionProposalNetwork<channels> rpn_;
+  nn::MultiScaleRoIAlign box_pooler_{7, 2};
+  nn::MultiScaleRoIAlign mask_pooler_{14, 2};
+  typename Heads::box_head box_head_;
+  [[no_unique_address]] std::conditional_t<has_mask, typename Heads::mask_head, NoMaskHead> mask_head_;
+};
+
+template <typename Backbone>
+using FasterRCNN = TwoStageDetector<Backbone, RoiHeads<nn::BoxHead<static_cast<int>(Backbone::out_channels)>>>;
+
+template <typename Backbone>
+using MaskRCNN = TwoStageDetector<Backbone, RoiHeads<nn::BoxHead<static_cast<int>(Backbone::out_channels)>,
+                                                     nn::MaskHead<static_cast<int>(Backbone::out_channels)>>>;
+
+using FasterRCNNResNet18FPN = FasterRCNN<nn::ResNetFPN<18>>;
+using FasterRCNNResNet34FPN = FasterRCNN<nn::ResNetFPN<34>>;
+using FasterRCNNResNet50FPN = FasterRCNN<nn::ResNetFPN<50>>;
+using FasterRCNNResNet101FPN = FasterRCNN<nn::ResNetFPN<101>>;
+using MaskRCNNResNet18FPN = MaskRCNN<nn::ResNetFPN<18>>;
+using MaskRCNNResNet34FPN = MaskRCNN<nn::ResNetFPN<34>>;
+using MaskRCNNResNet50FPN = MaskRCNN<nn::ResNetFPN<50>>;
+using MaskRCNNResNet101FPN = MaskRCNN<nn::ResNetFPN<101>>;
+
+}  // namespace fpn

@@ -1,0 +1,97 @@
+// MultiScaleRoIAlign (torchvision ops/poolers.py) over P2..P5: each box is pooled from the level
+//   k = clamp(floor(4 + log2(sqrt(area) / 224) + 1e-6), k_min, k_max)        (FPN paper, eq. 1)
+// with that level's scale 2^round(log2(feature height / image height)) inferred as _infer_scale
+// does, from the resized (unpadded) image height. All in float32, as torch computes it.
+#pragma once
+
+#include <array>
+#include <cmath>
+#include <cstdint>
+#include <vector>
+
+#include "fpn/core/errors.hpp"
+#include "fpn/core/tensor.hpp"
+#include "fpn/nn/fpn.hpp"
+#include "fpn/ops/roi_align.hpp"
+
+namespace fpn::nn {
+
+class MultiScaleRoIAlign {
+ public:
+  static constexpr int pooled_levels = 4;  // P2..P5; P6 is for the RPN only
+
+  explicit MultiScaleRoIAlign(std::int64_t output_size, std::int64_t sampling_ratio = 2)
+      : output_size_(output_size), sampling_ratio_(sampling_ratio) {}
+
+  std::int64_t output_size() const { return output_size_; }
+
+  // _infer_scale: 2^round(log2(float32(feature_height / image_height))), half to even.
+  static float infer_scale(std::int64_t feature_height, std::int64_t image_height) {
+    const auto approx = static_cast<float>(static_cast<double>(feature_height) /
+                                           static_cast<double>(image_height));
+    return static_cast<float>(std::pow(2.0, static_cast<double>(std::nearbyint(std::log2(approx)))));
+  }
+
+  // The pyramid level index (0 = P2) of each box [R, 4] for the given per-level scales.
+  static std::vector<std::int64_t> assign_levels(TensorView<const float> boxes,
+                                                 const std::array<float, pooled_levels>& scales) {
+    const auto k_min = static_cast<std::int64_t>(-std::log2(scales.front()));
+    const auto k_max = static_cast<std::int64_t>(-std::log2(scales.back()));
+    std::vector<std::int64_t> levels(static_cast<std::size_t>(boxes.dim(0)));
+    for (std::int64_t i = 0; i < boxes.dim(0); ++i) {
+      const float* box = boxes.data() + 4 * i;
+      const float area = (box[2] - box[0]) * (box[3] - box[1]);
+      const float size = std::sqrt(area);
+      const float level = std::floor(4.0f + std::log2(size / 224.0f) + 1e-6f);
+      const float clamped = std::min(std::max(level, static_cast<float>(k_min)), static_cast<float>(k_max));
+      levels[static_cast<std::size_t>(i)] = static_cast<std::int64_t>(clamped) - k_min;
+    }
+    return levels;
+  }
+
+  // pyramid: P2..P5 of one image [1, C, H_l, W_l]; boxes: [R, 4] in resized-image pixels;
+  // image_height: the resized image's height. returns [R, C, output_size, output_size].
+  Tensor<float> forward(const FeaturePyramid& pyramid, TensorView<const float> boxes,
+                        std::int64_t image_height) const {
+    if (boxes.rank() != 2 || boxes.dim(1) != 4) {
+      fpn::detail::throw_shape_error("MultiScaleRoIAlign", "boxes", "[R, 4]", boxes.shape().dims());
+    }
+    std::array<float, pooled_levels> scales{};
+    for (std::size_t l = 0; l < pooled_levels; ++l) {
+      scales[l] = infer_scale(pyramid.levels[l].dim(2), image_height);
+    }
+    const std::vector<std::int64_t> levels = assign_levels(boxes, scales);
+    const std::int64_t channels = pyramid.levels[0].dim(1);
+    const std::int64_t rois = boxes.dim(0);
+    const std::int64_t per_roi = channels * output_size_ * output_size_;
+    Tensor<float> result = Tensor<float>::uninitialized(Shape{rois, channels, output_size_, output_size_});
+    for (std::size_t l = 0; l < pooled_levels; ++l) {
+      std::vector<std::int64_t> members;
+      for (std::int64_t i = 0; i < rois; ++i) {
+        if (levels[static_cast<std::size_t>(i)] == static_cast<std::int64_t>(l)) members.push_back(i);
+      }
+      if (members.empty()) continue;
+      const auto count = static_cast<std::int64_t>(members.size());
+      Tensor<float> level_boxes = Tensor<float>::uninitialized(Shape{count, 5});
+      for (std::int64_t j = 0; j < count; ++j) {
+        level_boxes.at(j, 0) = 0.0f;
+        std::copy_n(boxes.data() + 4 * members[static_cast<std::size_t>(j)], 4,
+                    level_boxes.data() + 5 * j + 1);
+      }
+      const Tensor<float> pooled = ops::roi_align(
+          pyramid.levels[l], level_boxes,
+          ops::RoiAlignParams{output_size_, output_size_, scales[l], sampling_ratio_, false});
+      for (std::int64_t j = 0; j < count; ++j) {
+        std::copy_n(pooled.data() + j * per_roi, per_roi,
+                    result.data() + members[static_cast<std::size_t>(j)] * per_roi);
+      }
+    }
+    return result;
+  }
+
+ private:
+  std::int64_t output_size_;
+  std::int64_t sampling_ratio_;
+};
+
+}  // namespace fpn::nn

@@ -1,0 +1,272 @@
+// The second stage at inference, as torchvision 0.14's RoIHeads (models/detection/roi_heads.py):
+//   box branch: 7x7 MultiScaleRoIAlign -> TwoMLPHead (fc6, fc7 + ReLU) -> FastRCNNPredictor
+//     (class logits, per-class deltas) -> softmax, decode with weights (10, 10, 5, 5), clip, drop
+//     background, score > score_thresh, remove boxes under 1e-2, NMS per class, top N;
+//   mask branch (Mask R-CNN): 14x14 MultiScaleRoIAlign on the final boxes -> four 3x3 conv + ReLU
+//     -> 2x2 stride-2 transposed conv + ReLU -> 1x1 logits of the predicted class only -> sigmoid
+//     -> pasted into the original image (paste_masks_in_image).
+#pragma once
+
+#include <algorithm>
+#include <cmath>
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "fpn/core/errors.hpp"
+#include "fpn/core/tensor.hpp"
+#include "fpn/models/detections.hpp"
+#include "fpn/nn/conv.hpp"
+#include "fpn/nn/fpn.hpp"
+#include "fpn/nn/poolers.hpp"
+#include "fpn/nn/transform.hpp"
+#include "fpn/nn/weights.hpp"
+#include "fpn/ops/box_coder.hpp"
+#include "fpn/ops/boxes.hpp"
+#include "fpn/ops/conv_transpose2d.hpp"
+#include "fpn/ops/linear.hpp"
+#include "fpn/ops/nms.hpp"
+
+namespace fpn::nn {
+
+// torchvision's test-time defaults.
+struct RoiHeadsParams {
+  float score_thresh = 0.05f;
+  float nms_thresh = 0.5f;
+  std::int64_t detections_per_img = 100;
+};
+
+// Detections on the resized image, before mapping back to the original.
+struct BoxDetections {
+  Tensor<float> boxes;  // [D, 4]
+  Tensor<float> scores;  // [D]
+  std::vector<std::int64_t> labels;
+};
+
+// A linear layer "<name>.weight" [out, in], "<name>.bias" [out].
+struct Linear {
+  Tensor<float> weight;
+  Tensor<float> bias;
+  static Linear load(const WeightReader& weights, std::string_view name, std::int64_t in,
+                     std::int64_t out) {
+    const WeightReader scope = weights.child(name);
+    return {scope.load("weight", Shape{out, in}), scope.load("bias", Shape{out})};
+  }
+  Tensor<float> forward(TensorView<const float> x, bool relu = false) const {
+    return ops::linear(x, weight, bias, relu);
+  }
+};
+
+namespace detail {
+
+// Row-wise softmax in float32: exp(x - max) / sum, as torch's CPU softmax.
+inline Tensor<float> softmax_rows(const Tensor<float>& logits) {
+  Tensor<float> probabilities = Tensor<float>::uninitialized(logits.shape());
+  const std::int64_t columns = logits.dim(1);
+  for (std::int64_t r = 0; r < logits.dim(0); ++r) {
+    const float* in = logits.data() + r * columns;
+    float* out = probabilities.data() + r * columns;
+    const float max = *std::max_element(in, in + columns);
+    float sum = 0.0f;
+    for (std::int64_t c = 0; c < columns; ++c) {
+      out[c] = std::exp(in[c] - max);
+      sum += out[c];
+    }
+    for (std::int64_t c = 0; c < columns; ++c) out[c] /= sum;
+  }
+  return probabilities;
+}
+
+}  // namespace detail
+
+// TwoMLPHead + FastRCNNPredictor + postprocess_detections.
+template <int Channels, int Representation = 1024>
+class BoxHead {
+ public:
+  static constexpr std::int64_t pool_size = 7;
+
+  // roi_heads: a reader scoped to "roi_heads.".
+  static BoxHead load(const WeightReader& roi_heads, std::int64_t num_classes) {
+    BoxHead head;
+    head.num_classes_ = num_classes;
+    const std::int64_t in = Channels * pool_size * pool_size;
+    head.fc6_ = Linear::load(roi_heads, "box_head.fc6", in, Representation);
+    head.fc7_ = Linear::load(roi_heads, "box_head.fc7", Representation, Representation);
+    head.cls_score_ = Linear::load(roi_heads, "box_predictor.cls_score", Representation, num_classes);
+    head.bbox_pred_ = Linear::load(roi_heads, "box_predictor.bbox_pred", Representation, 4 * num_classes);
+    return head;
+  }
+
+  std::int64_t num_classes() const { return num_classes_; }
+
+  // pooled: [R, C, 7, 7] ROI features; returns class logits [R, K] and deltas [R, 4K].
+  std::pair<Tensor<float>, Tensor<float>> predict(const Tensor<float>& pooled) const {
+    const TensorView<const float> flat(pooled.data(), Shape{pooled.dim(0), pooled.numel() / std::max<std::int64_t>(pooled.dim(0), 1)});
+    const Tensor<float> x = fc7_.forward(fc6_.forward(flat, true), true);
+    return {cls_score_.forward(x), bbox_pred_.forward(x)};
+  }
+
+  // proposals: [R, 4]; image_*: the resized image's size. Detections by decreasing score.
+  BoxDetections postprocess(const Tensor<float>& logits, const Tensor<float>& deltas,
+                            const Tensor<float>& proposals, std::int64_t image_height,
+                            std::int64_t image_width, const RoiHeadsParams& params) const {
+    const ops::BoxCoder coder{{10.0, 10.0, 5.0, 5.0}};
+    const Tensor<float> boxes = ops::clip_boxes_to_image(
+        coder.decode(deltas, proposals).reshaped(Shape{proposals.dim(0) * num_classes_, 4}),
+        image_height, image_width);
+    const Tensor<float> scores = detail::softmax_rows(logits);
+    // Candidates in torchvision's order: proposal-major, class 1..K-1 within a proposal.
+    std::vector<std::int64_t> candidates;
+    for (std::int64_t r = 0; r < proposals.dim(0); ++r) {
+      for (std::int64_t k = 1; k < num_classes_; ++k) {
+        if (scores.at(r, k) > params.score_thresh) candidates.push_back(r * num_classes_ + k);
+      }
+    }
+    const auto count = static_cast<std::int64_t>(candidates.size());
+    Tensor<float> candidate_boxes = Tensor<float>::uninitialized(Shape{count, 4});
+    for (std::int64_t j = 0; j < count; ++j) {
+      std::copy_n(boxes.data() + 4 * candidates[static_cast<std::size_t>(j)], 4, candidate_boxes.data() + 4 * j);
+    }
+    std::vector<std::int64_t> kept;
+    for (std::int64_t j : ops::remove_small_boxes(candidate_boxes, 1e-2)) {
+      kept.push_back(candidates[static_cast<std::size_t>(j)]);
+    }
+    const auto kept_count = static_cast<std::int64_t>(kept.size());
+    Tensor<float> kept_boxes = Tensor<float>::uninitialized(Shape{kept_count, 4});
+    Tensor<float> kept_scores = Tensor<float>::uninitialized(Shape{kept_count});
+    std::vector<std::int64_t> kept_labels(static_cast<std::size_t>(kept_count));
+    for (std::int64_t j = 0; j < kept_count; ++j) {
+      const std::int64_t flat_index = kept[static_cast<std::size_t>(j)];
+      std::copy_n(boxes.data() + 4 * flat_index, 4, kept_boxes.data() + 4 * j);
+      kept_scores.data()[j] = scores.data()[flat_index];
+      kept_labels[static_cast<std::size_t>(j)] = flat_index % num_classes_;
+    }
+    std::vector<std::int64_t> keep = ops::batched_nms(kept_boxes, kept_scores, kept_labels, params.nms_thresh);
+    if (static_cast<std::int64_t>(keep.size()) > params.detections_per_img) {
+      keep.resize(static_cast<std::size_t>(params.detections_per_img));
+    }
+    const auto final_count = static_cast<std::int64_t>(keep.size());
+    BoxDetections result{Tensor<float>::uninitialized(Shape{final_count, 4}),
+                         Tensor<float>::uninitialized(Shape{final_count}), {}};
+    for (std::int64_t j = 0; j < final_count; ++j) {
+      const std::int64_t i = keep[static_cast<std::size_t>(j)];
+      std::copy_n(kept_boxes.data() + 4 * i, 4, result.boxes.data() + 4 * j);
+      result.scores.data()[j] = kept_scores.data()[i];
+      result.labels.push_back(kept_labels[static_cast<std::size_t>(i)]);
+    }
+    return result;
+  }
+
+ private:
+  std::int64_t num_classes_ = 0;
+  Linear fc6_, fc7_, cls_score_, bbox_pred_;
+};
+
+// MaskRCNNHeads + MaskRCNNPredictor, evaluated only for the predicted class of each detection.
+template <int Channels, int MaskChannels = 256>
+class MaskHead {
+ public:
+  static constexpr std::int64_t pool_size = 14;
+
+  static MaskHead load(const WeightReader& roi_heads, std::int64_t num_classes) {
+    MaskHead head;
+    std::int64_t in = Channels;
+    for (std::size_t i = 0; i < head.convs_.size(); ++i) {
+      head.convs_[i] = Conv2d::load_with_bias(roi_heads.child("mask_head." + std::to_string(i)), "0",
+                                              {in, MaskChannels, 3, 1, 1, true});
+      in = MaskChannels;
+    }
+    const WeightReader predictor = roi_heads.child("mask_predictor");
+    head.upsample_weight_ = predictor.load("conv5_mask.weight", Shape{MaskChannels, MaskChannels, 2, 2});
+    head.upsample_bias_ = predictor.load("conv5_mask.bias", Shape{MaskChannels});
+    head.logits_weight_ = predictor.load("mask_fcn_logits.weight", Shape{num_classes, MaskChannels, 1, 1});
+    head.logits_bias_ = predictor.load("mask_fcn_logits.bias", Shape{num_classes});
+    return head;
+  }
+
+  // pooled: [D, C, 14, 14]; labels: D class indices. returns [D, 28, 28] mask probabilities.
+  Tensor<float> forward(const Tensor<float>& pooled, const std::vector<std::int64_t>& labels) const {
+    Tensor<float> x = convs_[0].forward(pooled);
+    for (std::size_t i = 1; i < convs_.size(); ++i) x = convs_[i].forward(x);
+    const Tensor<float> up = ops::conv_transpose2d(x, upsample_weight_, upsample_bias_, 2, true);
+    const std::int64_t side = up.dim(2);
+    const std::int64_t pixels = side * up.dim(3);
+    Tensor<float> masks = Tensor<float>::uninitialized(Shape{up.dim(0), side, up.dim(3)});
+    for (std::int64_t d = 0; d < up.dim(0); ++d) {
+      const std::int64_t label = labels[static_cast<std::size_t>(d)];
+      const float* w = logits_weight_.data() + label * MaskChannels;
+      float* out = masks.data() + d * pixels;
+      std::fill_n(out, pixels, logits_bias_.data()[label]);
+      const float* features = up.data() + d * MaskChannels * pixels;
+      for (std::int64_t c = 0; c < MaskChannels; ++c) {
+        const float weight = w[c];
+        const float* plane = features + c * pixels;
+        for (std::int64_t p = 0; p < pixels; ++p) out[p] += weight * plane[p];
+      }
+      for (std::int64_t p = 0; p < pixels; ++p) out[p] = 1.0f / (1.0f + std::exp(-out[p]));
+    }
+    return masks;
+  }
+
+ private:
+  std::array<Conv2d, 4> convs_;
+  Tensor<float> upsample_weight_, upsample_bias_, logits_weight_, logits_bias_;
+};
+
+// paste_masks_in_image for one mask: the M x M mask is zero-padded to M + 2, the box grown by
+// (M + 2) / M about its centre and truncated to integers, the padded mask bilinearly resized to
+// the box (at least 1 x 1) and clipped to the image. box: original-image pixels.
+inline PastedMask paste_mask(const float* mask, std::int64_t side, const std::array<float, 4>& box,
+                             std::int64_t image_height, std::int64_t image_width) {
+  const std::int64_t padded_side = side + 2;
+  const auto scale = static_cast<float>(static_cast<double>(padded_side) / static_cast<double>(side));
+  float w_half = (box[2] - box[0]) * 0.5f;
+  float h_half = (box[3] - box[1]) * 0.5f;
+  const float x_c = (box[2] + box[0]) * 0.5f;
+  const float y_c = (box[3] + box[1]) * 0.5f;
+  w_half *= scale;
+  h_half *= scale;
+  // .to(torch.int64) truncates toward zero.
+  const auto bx0 = static_cast<std::int64_t>(x_c - w_half);
+  const auto by0 = static_cast<std::int64_t>(y_c - h_half);
+  const auto bx1 = static_cast<std::int64_t>(x_c + w_half);
+  const auto by1 = static_cast<std::int64_t>(y_c + h_half);
+  const std::int64_t width = std::max<std::int64_t>(bx1 - bx0 + 1, 1);
+  const std::int64_t height = std::max<std::int64_t>(by1 - by0 + 1, 1);
+
+  PastedMask pasted;
+  pasted.x0 = std::max<std::int64_t>(bx0, 0);
+  pasted.y0 = std::max<std::int64_t>(by0, 0);
+  const std::int64_t x1 = std::min<std::int64_t>(bx1 + 1, image_width);
+  const std::int64_t y1 = std::min<std::int64_t>(by1 + 1, image_height);
+  pasted.width = std::max<std::int64_t>(x1 - pasted.x0, 0);
+  pasted.height = std::max<std::int64_t>(y1 - pasted.y0, 0);
+  pasted.probabilities.assign(static_cast<std::size_t>(pasted.width * pasted.height), 0.0f);
+  if (pasted.width == 0 || pasted.height == 0) return pasted;
+
+  // The padded mask, then F.interpolate(bilinear, align_corners=False). torch runs a [1, 1, h, w]
+  // tensor through its channels-last kernel: weights float(lh * lw), the four taps summed in
+  // double and rounded once (see transform.hpp).
+  std::vector<float> padded(static_cast<std::size_t>(padded_side * padded_side), 0.0f);
+  for (std::int64_t y = 0; y < side; ++y) {
+    std::copy_n(mask + y * side, side, padded.data() + (y + 1) * padded_side + 1);
+  }
+  const auto rows = detail::linear_taps(padded_side, height);
+  const auto cols = detail::linear_taps(padded_side, width);
+  for (std::int64_t y = 0; y < pasted.height; ++y) {
+    const detail::LinearTap& r = rows[static_cast<std::size_t>(pasted.y0 - by0 + y)];
+    const float* top = padded.data() + r.index0 * padded_side;
+    const float* bottom = padded.data() + r.index1 * padded_side;
+    float* out = pasted.probabilities.data() + y * pasted.width;
+    for (std::int64_t x = 0; x < pasted.width; ++x) {
+      const detail::LinearTap& c = cols[static_cast<std::size_t>(pasted.x0 - bx0 + x)];
+      out[x] = static_cast<float>(double(top[c.index0]) * double(r.weight0 * c.weight0) +
+                                  double(top[c.index1]) * double(r.weight0 * c.weight1) +
+                                  double(bottom[c.index0]) * double(r.weight1 * c.weight0) +
+                                  double(bottom[c.index1]) * double(r.weight1 * c.weight1));
+    }
+  }
+  return pasted;
+}
+
+}  // namespace fpn::nn

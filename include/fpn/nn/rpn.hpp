@@ -1,0 +1,195 @@
+// The Region Proposal Network at inference, as torchvision 0.14's RegionProposalNetwork
+// (models/detection/rpn.py) in eval mode, for one image:
+//   head on every level: 3x3 conv + ReLU, then 1x1 objectness (A) and 1x1 deltas (4A);
+//   per level the top pre_nms_top_n anchors by objectness logit; decode against the anchors;
+//   sigmoid; clip to the resized image; drop boxes under min_size; keep scores >= score_thresh;
+//   NMS per level; keep post_nms_top_n by score.
+#pragma once
+
+#include <algorithm>
+#include <cmath>
+#include <cstdint>
+#include <numeric>
+#include <string>
+#include <vector>
+
+#include "fpn/core/errors.hpp"
+#include "fpn/core/tensor.hpp"
+#include "fpn/nn/anchors.hpp"
+#include "fpn/nn/conv.hpp"
+#include "fpn/nn/fpn.hpp"
+#include "fpn/nn/weights.hpp"
+#include "fpn/ops/box_coder.hpp"
+#include "fpn/ops/boxes.hpp"
+#include "fpn/ops/nms.hpp"
+
+namespace fpn::nn {
+
+// torchvision's test-time defaults (fasterrcnn_resnet50_fpn).
+struct RpnParams {
+  std::int64_t pre_nms_top_n = 1000;
+  std::int64_t post_nms_top_n = 1000;
+  float nms_thresh = 0.7f;
+  float score_thresh = 0.0f;
+  float min_size = 1e-3f;
+  AnchorParams anchors;
+};
+
+// Proposals in resized-image pixels, by decreasing objectness.
+struct Proposals {
+  Tensor<float> boxes;   // [R, 4] (x1, y1, x2, y2)
+  Tensor<float> scores;  // [R] objectness probability
+  std::vector<std::int64_t> levels;  // 0 = P2 ... 4 = P6
+};
+
+namespace detail {
+
+// Stable "top k by decreasing value": ties keep the lower index first, a deliberate order where
+// torch.topk leaves it unspecified.
+inline std::vector<std::int64_t> top_k_indices(const float* values, std::int64_t count,
+                                               std::int64_t k) {
+  std::vector<std::int64_t> order(static_cast<std::size_t>(count));
+  std::iota(order.begin(), order.end(), 0);
+  k = std::min(k, count);
+  auto by_value = [values](std::int64_t a, std::int64_t b) {
+    return values[a] > values[b] || (values[a] == values[b] && a < b);
+  };
+  std::partial_sort(order.begin(), order.begin() + k, order.end(), by_value);
+  order.resize(static_cast<std::size_t>(k));
+  return order;
+}
+
+inline float sigmoid(float x) { return 1.0f / (1.0f + std::exp(-x)); }
+
+}  // namespace detail
+
+template <int Channels>
+class RegionProposalNetwork {
+ public:
+  // rpn: a reader scoped to "rpn.".
+  static RegionProposalNetwork load(const WeightReader& rpn, RpnParams params = {}) {
+    RegionProposalNetwork net;
+    net.params_ = std::move(params);
+    const auto anchors = static_cast<std::int64_t>(net.params_.anchors.aspect_ratios.size());
+    net.num_anchors_ = anchors;
+    const WeightReader head = rpn.child("head");
+    net.conv_ = Conv2d::load_with_bias(head, "conv.0.0", {Channels, Channels, 3, 1, 1, true});
+    // The objectness and delta 1x1 convs read the same map: one GEMM computes both.
+    const Conv2d logits = Conv2d::load_with_bias(head, "cls_logits", {Channels, anchors, 1});
+    const Conv2d deltas = Conv2d::load_with_bias(head, "bbox_pred", {Channels, 4 * anchors, 1});
+    net.predictor_ = Conv2d::concatenate(logits, deltas);
+    return net;
+  }
+
+  const RpnParams& params() const { return params_; }
+  void set_params(RpnParams params) { params_ = std::move(params); }
+
+  // pyramid: P2..P6 of one image [1, C, H_l, W_l]; padded_*: the padded input's size (anchor
+  // strides are padded size // grid size); image_*: the resized image's size (clip bounds).
+  Proposals forward(const FeaturePyramid& pyramid, std::int64_t padded_height,
+                    std::int64_t padded_width, std::int64_t image_height,
+                    std::int64_t image_width) const {
+    if (params_.anchors.sizes.size() != FeaturePyramid::num_levels) {
+      fpn::detail::throw_argument_error("RegionProposalNetwork",
+                                        "need one anchor size per pyramid level (5), got " +
+                                            std::to_string(params_.anchors.sizes.size()));
+    }
+    std::vector<float> boxes;
+    std::vector<float> scores;
+    std::vector<std::int64_t> levels;
+    const ops::BoxCoder coder{};
+    for (std::size_t level = 0; level < FeaturePyramid::num_levels; ++level) {
+      const Tensor<float>& feature = pyramid.levels[level];
+      if (feature.rank() != 4 || feature.dim(0) != 1 || feature.dim(1) != Channels) {
+        fpn::detail::throw_shape_error("RegionProposalNetwork", "each level",
+                                       "[1, " + std::to_string(Channels) + ", H, W]",
+                                       feature.shape().dims());
+      }
+      const std::int64_t height = feature.dim(2);
+      const std::int64_t width = feature.dim(3);
+      const std::int64_t pixels = height * width;
+      const Tensor<float> head = predictor_.forward(conv_.forward(feature));
+      const float* logit_planes = head.data();                        // [A, H, W]
+      const float* delta_planes = head.data() + num_anchors_ * pixels;  // [A, 4, H, W]
+
+      // Objectness in torchvision's flattened (y, x, anchor) order.
+      std::vector<float> logits(static_cast<std::size_t>(pixels * num_anchors_));
+      for (std::int64_t a = 0; a < num_anchors_; ++a) {
+        for (std::int64_t p = 0; p < pixels; ++p) {
+          logits[static_cast<std::size_t>(p * num_anchors_ + a)] = logit_planes[a * pixels + p];
+        }
+      }
+      const auto top = detail::top_k_indices(logits.data(), static_cast<std::int64_t>(logits.size()),
+                                             params_.pre_nms_top_n);
+      const Tensor<float> cell = cell_anchors(params_.anchors.sizes[level], params_.anchors.aspect_ratios);
+      const std::int64_t stride_height = padded_height / height;
+      const std::int64_t stride_width = padded_width / width;
+      const auto count = static_cast<std::int64_t>(top.size());
+      Tensor<float> anchors = Tensor<float>::uninitialized(Shape{count, 4});
+      Tensor<float> codes = Tensor<float>::uninitialized(Shape{count, 4});
+      for (std::int64_t i = 0; i < count; ++i) {
+        const std::int64_t index = top[static_cast<std::size_t>(i)];
+        const std::int64_t a = index % num_anchors_;
+        const std::int64_t p = index / num_anchors_;
+        const auto shift_x = static_cast<float>(static_cast<std::int32_t>((p % width) * stride_width));
+        const auto shift_y = static_cast<float>(static_cast<std::int32_t>((p / width) * stride_height));
+        anchors.at(i, 0) = shift_x + cell.at(a, 0);
+        anchors.at(i, 1) = shift_y + cell.at(a, 1);
+        anchors.at(i, 2) = shift_x + cell.at(a, 2);
+        anchors.at(i, 3) = shift_y + cell.at(a, 3);
+        for (std::int64_t c = 0; c < 4; ++c) codes.at(i, c) = delta_planes[(a * 4 + c) * pixels + p];
+      }
+      const Tensor<float> decoded = ops::clip_boxes_to_image(coder.decode(codes, anchors),
+                                                             image_height, image_width);
+      for (std::int64_t i = 0; i < count; ++i) {
+        boxes.insert(boxes.end(), decoded.data() + 4 * i, decoded.data() + 4 * i + 4);
+        scores.push_back(detail::sigmoid(logits[static_cast<std::size_t>(top[static_cast<std::size_t>(i)])]));
+        levels.push_back(static_cast<std::int64_t>(level));
+      }
+    }
+    return filter(boxes, scores, levels);
+  }
+
+ private:
+  // clip is done; remove small boxes, threshold, per-level NMS, top post_nms_top_n.
+  Proposals filter(const std::vector<float>& boxes, const std::vector<float>& scores,
+                   const std::vector<std::int64_t>& levels) const {
+    const auto total = static_cast<std::int64_t>(scores.size());
+    const TensorView<const float> all_boxes(boxes.data(), Shape{total, 4});
+    std::vector<std::int64_t> candidates;
+    for (std::int64_t i : ops::remove_small_boxes(all_boxes, params_.min_size)) {
+      if (scores[static_cast<std::size_t>(i)] >= params_.score_thresh) candidates.push_back(i);
+    }
+    const auto count = static_cast<std::int64_t>(candidates.size());
+    Tensor<float> kept_boxes = Tensor<float>::uninitialized(Shape{count, 4});
+    Tensor<float> kept_scores = Tensor<float>::uninitialized(Shape{count});
+    std::vector<std::int64_t> kept_levels(static_cast<std::size_t>(count));
+    for (std::int64_t j = 0; j < count; ++j) {
+      const auto i = static_cast<std::size_t>(candidates[static_cast<std::size_t>(j)]);
+      std::copy_n(boxes.data() + 4 * i, 4, kept_boxes.data() + 4 * j);
+      kept_scores.data()[j] = scores[i];
+      kept_levels[static_cast<std::size_t>(j)] = levels[i];
+    }
+    std::vector<std::int64_t> keep = ops::batched_nms(kept_boxes, kept_scores, kept_levels, params_.nms_thresh);
+    if (static_cast<std::int64_t>(keep.size()) > params_.post_nms_top_n) {
+      keep.resize(static_cast<std::size_t>(params_.post_nms_top_n));
+    }
+    Proposals result{Tensor<float>::uninitialized(Shape{static_cast<std::int64_t>(keep.size()), 4}),
+                     Tensor<float>::uninitialized(Shape{static_cast<std::int64_t>(keep.size())}),
+                     {}};
+    for (std::size_t j = 0; j < keep.size(); ++j) {
+      const auto i = keep[j];
+      std::copy_n(kept_boxes.data() + 4 * i, 4, result.boxes.data() + 4 * static_cast<std::int64_t>(j));
+      result.scores.data()[j] = kept_scores.data()[i];
+      result.levels.push_back(kept_levels[static_cast<std::size_t>(i)]);
+    }
+    return result;
+  }
+
+  RpnParams params_;
+  std::int64_t num_anchors_ = 3;
+  Conv2d conv_;
+  Conv2d predictor_;
+};
+
+}  // namespace fpn::nn

@@ -1,0 +1,146 @@
+// Faster R-CNN and Mask R-CNN against torchvision, stage by stage, on seeded, calibrated weights
+// (tools/fixtures/detector.py): proposals, ROI-head detections from torchvision's own proposals,
+// and the whole pipeline from 8-bit pixels to pasted masks.
+#include <gtest/gtest.h>
+
+#include "../support/detections.hpp"
+#include "../support/fixtures.hpp"
+#include "fpn/models/two_stage_detector.hpp"
+
+namespace fpn {
+namespace {
+
+using fpn::testing::match_detections;
+using fpn::testing::MatchCriteria;
+using fpn::testing::ScoredBox;
+
+io::SafeTensors open_fixture(const std::string& file) {
+  return io::SafeTensors::open(std::string(FPN_FIXTURE_DIR) + "/" + file);
+}
+
+std::vector<ScoredBox> reference_list(const io::SafeTensors& f, const std::string& boxes,
+                                      const std::string& scores, const std::string& labels) {
+  const Tensor<float> b = f.load_float(boxes);
+  const Tensor<float> s = f.load_float(scores);
+  std::vector<ScoredBox> list;
+  const Tensor<float> l = labels.empty() ? Tensor<float>(Shape{s.dim(0)}) : f.load_float(labels);
+  for (std::int64_t i = 0; i < s.dim(0); ++i) {
+    list.push_back({{b.at(i, 0), b.at(i, 1), b.at(i, 2), b.at(i, 3)}, s.at(i),
+                    static_cast<std::int64_t>(l.at(i))});
+  }
+  return list;
+}
+
+std::vector<ScoredBox> our_list(const Tensor<float>& boxes, const Tensor<float>& scores,
+                                const std::vector<std::int64_t>& labels) {
+  std::vector<ScoredBox> list;
+  for (std::int64_t i = 0; i < scores.dim(0); ++i) {
+    list.push_back({{boxes.at(i, 0), boxes.at(i, 1), boxes.at(i, 2), boxes.at(i, 3)},
+                    scores.at(i), labels.empty() ? 0 : labels[static_cast<std::size_t>(i)]});
+  }
+  return list;
+}
+
+// Runs the stage checks for one fixture case on detector type Detector.
+template <typename Detector>
+void check_case(const std::string& name) {
+  const io::SafeTensors f = open_fixture("detector_" + name + ".safetensors");
+  const io::SafeTensors weights_file = open_fixture(f.metadata().at("weights"));
+  DetectorParams params;
+  params.transform.min_size = std::stoll(f.metadata().at("min_size"));
+  params.transform.max_size = std::stoll(f.metadata().at("max_size"));
+  const Detector detector = Detector::load(nn::WeightReader(weights_file), params);
+
+  // The image as torchvision saw it.
+  const Tensor<float> pixels = f.load_float("image");
+  std::vector<std::uint8_t> rgb(static_cast<std::size_t>(pixels.numel()));
+  for (std::int64_t i = 0; i < pixels.numel(); ++i) rgb[static_cast<std::size_t>(i)] = static_cast<std::uint8_t>(pixels.data()[i]);
+  const nn::ImageView view{rgb.data(), pixels.dim(0), pixels.dim(1)};
+  const nn::PreprocessedImage image = nn::preprocess(view, params.transform);
+  const Tensor<float> size = f.load_float("image_size");
+  ASSERT_EQ(image.resized_height, static_cast<std::int64_t>(size.at(0)));
+  ASSERT_EQ(image.resized_width, static_cast<std::int64_t>(size.at(1)));
+  ASSERT_TRUE(fpn::testing::tensors_close(image.tensor, f.load_float("tensor"), 1e-6));
+
+  const nn::FeaturePyramid pyramid = detector.backbone().forward(image.tensor);
+
+  {  // Stage 1: proposals. Per-level top-k, NMS at 0.7 and the top-1000 cut each make near-ties.
+    SCOPED_TRACE("proposals");
+    const nn::Proposals proposals = detector.propose(pyramid, image);
+    const auto reference = reference_list(f, "proposals", "proposal_scores", "");
+    MatchCriteria criteria;
+    criteria.score_thresh = -1;  // RPN keeps scores >= 0: no threshold to tie at
+    criteria.nms_thresh = 0.7;
+    criteria.max_count = 1000;
+    criteria.per_label_nms = false;  // proposals carry levels, not labels; look at all
+    const auto report = match_detections(reference, our_list(proposals.boxes, proposals.scores, {}), criteria);
+    // Pre-NMS top-k cuts per level are invisible in the output, so a few proposals may differ;
+    // every difference must be explained as a near-tie, and they must be rare.
+    EXPECT_GE(report.pairs.size(), reference.size() * 99 / 100) << report.summary();
+    std::cout << "[ proposals ] " << name << ": " << report.pairs.size() << "/" << reference.size()
+              << " matched, " << report.ties.size() << " near-ties, " << report.failures.size()
+              << " unexplained\n";
+  }
+
+  {  // Stage 2: ROI heads from torchvision's own proposals, in resized-image pixels.
+    SCOPED_TRACE("roi heads");
+    const nn::BoxDetections boxes = detector.detect_boxes(pyramid, f.load_float("proposals"), image);
+    const auto reference = reference_list(f, "roi_boxes", "roi_scores", "roi_labels");
+    const auto report = match_detections(reference, our_list(boxes.boxes, boxes.scores, boxes.labels), MatchCriteria{});
+    EXPECT_TRUE(report.failures.empty()) << report.summary();
+    EXPECT_GE(reference.size(), 50u) << "the fixture should make a hard case of ~100 detections";
+    std::cout << "[ roi heads ] " << name << ": " << report.summary() << "\n";
+  }
+
+  {  // Stage 3: the whole pipeline from pixels, boxes in original-image pixels, pasted masks.
+    SCOPED_TRACE("end to end");
+    const Detections detections = detector.detect(view);
+    Tensor<float> boxes(Shape{static_cast<std::int64_t>(detections.items.size()), 4});
+    Tensor<float> scores(Shape{static_cast<std::int64_t>(detections.items.size())});
+    std::vector<std::int64_t> labels;
+    for (std::size_t i = 0; i < detections.items.size(); ++i) {
+      for (int c = 0; c < 4; ++c) boxes.at(i, c) = detections.items[i].box[static_cast<std::size_t>(c)];
+      scores.at(i) = detections.items[i].score;
+      labels.push_back(detections.items[i].label);
+    }
+    const auto reference = reference_list(f, "boxes", "scores", "labels");
+    const auto report = match_detections(reference, our_list(boxes, scores, labels), MatchCriteria{});
+    EXPECT_TRUE(report.failures.empty()) << report.summary();
+    std::cout << "[ detect    ] " << name << ": " << report.summary() << "\n";
+
+    if constexpr (Detector::has_mask) {
+      const Tensor<float> masks = f.load_float("masks");  // [D, H, W] probabilities
+      const std::int64_t height = masks.dim(1), width = masks.dim(2);
+      double worst = 1.0;
+      for (const auto& [r, o] : report.pairs) {
+        ASSERT_TRUE(detections.items[o].mask.has_value());
+        const auto ours = detections.items[o].mask->binary(height, width);
+        std::int64_t intersection = 0, union_count = 0;
+        for (std::int64_t p = 0; p < height * width; ++p) {
+          const bool a = masks.data()[static_cast<std::int64_t>(r) * height * width + p] > 0.5f;
+          const bool b = ours[static_cast<std::size_t>(p)] != 0;
+          intersection += a && b;
+          union_count += a || b;
+        }
+        const double mask_iou = union_count == 0 ? 1.0 : double(intersection) / double(union_count);
+        worst = std::min(worst, mask_iou);
+        EXPECT_GE(mask_iou, 0.98) << "mask of " << fpn::testing::describe(reference[r]);
+      }
+      std::cout << "[ masks     ] " << name << ": worst mask IoU " << worst << " over "
+                << report.pairs.size() << " detections\n";
+    }
+  }
+}
+
+TEST(Detectors, MaskRCNNResNet50LandscapeMatchesTorchvision) { check_case<MaskRCNNResNet50FPN>("mask_r50_landscape"); }
+TEST(Detectors, MaskRCNNResNet50PortraitMatchesTorchvision) { check_case<MaskRCNNResNet50FPN>("mask_r50_portrait"); }
+TEST(Detectors, MaskRCNNResNet50CocoSizeMatchesTorchvision) { check_case<MaskRCNNResNet50FPN>("mask_r50_coco_size"); }
+TEST(Detectors, FasterRCNNResNet50LandscapeMatchesTorchvision) { check_case<FasterRCNNResNet50FPN>("faster_r50_landscape"); }
+TEST(Detectors, FasterRCNNResNet50PortraitMatchesTorchvision) { check_case<FasterRCNNResNet50FPN>("faster_r50_portrait"); }
+TEST(Detectors, FasterRCNNResNet18MatchesTorchvision) { check_case<FasterRCNNResNet18FPN>("faster_r18_landscape"); }
+TEST(Detectors, MaskRCNNResNet18MatchesTorchvision) { check_case<MaskRCNNResNet18FPN>("mask_r18_small"); }
+TEST(Detectors, MaskRCNNResNet34MatchesTorchvision) { check_case<MaskRCNNResNet34FPN>("mask_r34_small"); }
+TEST(Detectors, FasterRCNNResNet101MatchesTorchvision) { check_case<FasterRCNNResNet101FPN>("faster_r101_small"); }
+
+}  // namespace
+}  // namespace fpn

@@ -4,7 +4,10 @@
 The output keeps torchvision's parameter names and stores every tensor as F32 (or F16 with
 --fp16). Before writing, the checkpoint is checked against the architecture torchvision itself
 builds for --arch: every missing key, unexpected key, wrong shape and non-finite or non-float
-value is reported, and nothing is written unless all of them match.
+value is reported, and nothing is written unless all of them match. Checkpoints saved before
+torchvision 0.13 (among them its original R50 COCO checkpoints) name the convolutions of the RPN
+head, the mask head and the FPN differently; both layouts are accepted, and the output always
+has the current names.
 
 Run with Debian's interpreter, which has torch and torchvision:
     /usr/bin/python3 tools/convert_torchvision.py --arch maskrcnn_resnet50_fpn in.pth out.safetensors
@@ -13,6 +16,7 @@ import argparse
 import math
 import os
 import pickle
+import re
 import sys
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
@@ -28,7 +32,40 @@ _STAGE_BLOCKS = {18: (2, 2, 2, 2), 34: (3, 4, 6, 3), 50: (3, 4, 6, 3), 101: (3, 
 _CLASS_LOGITS = "roi_heads.box_predictor.cls_score.weight"
 _BOX_DELTAS = "roi_heads.box_predictor.bbox_pred.weight"
 
+# torchvision 0.13 wrapped these convolutions in Conv2dNormActivation (a Sequential), which moved
+# their parameters down a level or two. Checkpoints saved before then still use the old names,
+# which torchvision renames at load time in the _load_from_state_dict of the modules whose
+# _version is 2; these are all of them within the detectors we convert (torchvision 0.14):
+#   RPNHead (models/detection/rpn.py): rpn.head.conv.{p} -> rpn.head.conv.0.0.{p}
+#   MaskRCNNHeads (models/detection/mask_rcnn.py): mask_fcn{i}.{p} -> {i-1}.0.{p}
+#   FeaturePyramidNetwork (ops/feature_pyramid_network.py): {inner,layer}_blocks.{i}.{p} ->
+#   {inner,layer}_blocks.{i}.0.{p}
+# FrozenBatchNorm2d (ops/misc.py) only drops num_batches_tracked, as we do; the other _version 2
+# modules under models/ and ops/ (RetinaNet's heads, ViT, MNASNet, ...) are not part of these
+# detectors, and IntermediateLayerGetter's _version 2 renames nothing.
+# Each entry: a current name, and the legacy name of the same tensor built from its groups.
+_LEGACY_NAMES = [
+    (re.compile(r"rpn\.head\.conv\.0\.0\.(weight|bias)"),
+     lambda match: f"rpn.head.conv.{match[1]}"),
+    (re.compile(r"roi_heads\.mask_head\.(\d+)\.0\.(weight|bias)"),
+     lambda match: f"roi_heads.mask_head.mask_fcn{int(match[1]) + 1}.{match[2]}"),
+    (re.compile(r"backbone\.fpn\.(inner_blocks|layer_blocks)\.(\d+)\.0\.(weight|bias)"),
+     lambda match: f"backbone.fpn.{match[1]}.{match[2]}.{match[3]}"),
+]
+
 EPILOG = """\
+legacy names:
+  Checkpoints saved before torchvision 0.13, such as its original COCO checkpoints
+  fasterrcnn_resnet50_fpn_coco-258fb6c6.pth and maskrcnn_resnet50_fpn_coco-bf2d0c1e.pth, use
+  older names for some convolutions. They are accepted and written under the current names, as
+  torchvision's own loading renames them:
+    rpn.head.conv.P                  -> rpn.head.conv.0.0.P
+    roi_heads.mask_head.mask_fcnI.P  -> roi_heads.mask_head.(I-1).0.P    (I = 1..4)
+    backbone.fpn.inner_blocks.I.P    -> backbone.fpn.inner_blocks.I.0.P  (I = 0..3)
+    backbone.fpn.layer_blocks.I.P    -> backbone.fpn.layer_blocks.I.0.P  (I = 0..3)
+  where P is weight or bias. Both layouts, or a mix, are accepted, but a checkpoint that holds
+  the same tensor under both names is refused.
+
 frozen BatchNorm eps:
   torchvision's detectors use FrozenBatchNorm2d with eps=1e-5, except its original COCO
   checkpoints fasterrcnn_resnet50_fpn_coco and maskrcnn_resnet50_fpn_coco (the *_COCO_V1
@@ -169,20 +206,54 @@ def guess_arch(names):
     return None
 
 
-def find_problems(state, expected):
-    """Every missing key, unexpected key and wrong shape, one line each."""
+def legacy_name(name):
+    """The name torchvision before 0.13 gave the tensor now called name, or None."""
+    for current, legacy in _LEGACY_NAMES:
+        match = current.fullmatch(name)
+        if match:
+            return legacy(match)
+    return None
+
+
+def rename_legacy(state, expected):
+    """(state with the legacy names of expected tensors replaced by the current ones, keeping the
+    order; {current: legacy name} of each renamed tensor; a problem line for each tensor held
+    under both names, whose legacy entry is dropped so that it is not reported twice)."""
+    renames, duplicates, problems = {}, set(), []
+    for name in expected:
+        legacy = legacy_name(name)
+        if legacy is None or legacy not in state:
+            continue
+        if name in state:
+            duplicates.add(legacy)
+            problems.append(f"  duplicate: \"{legacy}\" is the legacy name of \"{name}\", and "
+                            "the checkpoint holds both")
+        else:
+            renames[legacy] = name
+    renamed = {renames.get(name, name): tensor for name, tensor in state.items()
+               if name not in duplicates}
+    return renamed, {current: legacy for legacy, current in renames.items()}, problems
+
+
+def find_problems(state, expected, origins=None):
+    """Every missing key, unexpected key and wrong shape, one line each. origins maps a renamed
+    tensor's name to the legacy name it had in the checkpoint."""
     problems = []
     for name, shape in expected.items():
         if name not in state:
             problems.append(f"  missing: \"{name}\" expected {_shape(shape)}")
-        elif tuple(state[name].shape) != shape:
-            problems.append(f"  wrong shape: \"{name}\" expected {_shape(shape)}, "
+            continue
+        label = f"\"{name}\""
+        if origins and name in origins:
+            label += f" (stored as \"{origins[name]}\")"
+        if tuple(state[name].shape) != shape:
+            problems.append(f"  wrong shape: {label} expected {_shape(shape)}, "
                             f"got {_shape(state[name].shape)}")
         elif not state[name].is_floating_point():
-            problems.append(f"  wrong dtype: \"{name}\" expected a floating-point tensor, "
+            problems.append(f"  wrong dtype: {label} expected a floating-point tensor, "
                             f"got {state[name].dtype}")
         elif not bool(state[name].isfinite().all()):
-            problems.append(f"  not finite: \"{name}\" holds NaN or infinite values")
+            problems.append(f"  not finite: {label} holds NaN or infinite values")
     for name, tensor in state.items():
         if name not in expected:
             problems.append(f"  unexpected: \"{name}\" {_shape(tensor.shape)}")
@@ -217,8 +288,9 @@ def convert(args):
     num_classes, classes_origin = infer_num_classes(state)
     expected = expected_shapes(args.arch, num_classes)
     state = {name: tensor for name, tensor in state.items() if not _is_batch_counter(name)}
+    state, origins, duplicates = rename_legacy(state, expected)
 
-    problems = find_problems(state, expected)
+    problems = duplicates + find_problems(state, expected, origins)
     if problems:
         hint = arch_hint(state, expected, args.arch)
         raise ConversionError(
@@ -244,17 +316,22 @@ def convert(args):
         safetensors_io.save_file(tensors, args.output, metadata)
     except OSError as error:
         raise ConversionError(f"cannot write '{args.output}': {error.strerror or error}") from None
-    return len(tensors)
+    return len(tensors), len(origins)
 
 
 def main(argv=None):
     args = parse_args(argv)
     try:
-        count = convert(args)
+        count, renamed = convert(args)
     except ConversionError as error:
         print(f"convert_torchvision: {error}", file=sys.stderr)
         return 1
     print(f"wrote {count} tensors to '{args.output}'")
+    if renamed:
+        print(f"renamed {renamed} tensors from torchvision's pre-0.13 names (see --help)")
+        if args.frozen_bn_eps != 0.0:
+            print(f"note: frozen_bn_eps is {args.frozen_bn_eps!r}; torchvision's original COCO "
+                  "checkpoints need --frozen-bn-eps 0.0 (see --help)")
     return 0
 
 

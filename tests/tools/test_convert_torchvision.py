@@ -9,6 +9,7 @@ import argparse
 import contextlib
 import io
 import os
+import re
 import subprocess
 import sys
 import tempfile
@@ -41,23 +42,47 @@ def seeded_state_dict(model, seed):
     return state
 
 
-def build_state_dict(arch, seed):
+def build_model(arch):
     head, depth, _ = arch.split("_")
     if depth == "resnet50":
         # The public builders without pretrained weights use BatchNorm2d, so these checkpoints
         # carry num_batches_tracked buffers that the converter must drop.
         builder = maskrcnn_resnet50_fpn if head == "maskrcnn" else fasterrcnn_resnet50_fpn
-        model = builder(weights=None, weights_backbone=None, num_classes=NUM_CLASSES)
-    else:
-        detector = MaskRCNN if head == "maskrcnn" else FasterRCNN
-        model = detector(resnet_fpn_backbone(backbone_name=depth, weights=None),
-                         num_classes=NUM_CLASSES)
-    return seeded_state_dict(model, seed)
+        return builder(weights=None, weights_backbone=None, num_classes=NUM_CLASSES)
+    detector = MaskRCNN if head == "maskrcnn" else FasterRCNN
+    return detector(resnet_fpn_backbone(backbone_name=depth, weights=None),
+                    num_classes=NUM_CLASSES)
+
+
+def build_state_dict(arch, seed):
+    return seeded_state_dict(build_model(arch), seed)
 
 
 def without_batch_counters(state):
     return {name: tensor for name, tensor in state.items()
             if not name.endswith(".num_batches_tracked")}
+
+
+# The names torchvision gave these tensors before 0.13, as in its original COCO checkpoints
+# fasterrcnn_resnet50_fpn_coco-258fb6c6.pth and maskrcnn_resnet50_fpn_coco-bf2d0c1e.pth; written
+# out here apart from the converter's own table, and checked against torchvision's loading.
+LEGACY_RENAMES = {
+    "rpn": (r"^rpn\.head\.conv\.0\.0\.", lambda match: "rpn.head.conv."),
+    "mask_head": (r"^roi_heads\.mask_head\.(\d+)\.0\.",
+                  lambda match: f"roi_heads.mask_head.mask_fcn{int(match[1]) + 1}."),
+    "fpn": (r"^backbone\.fpn\.(inner_blocks|layer_blocks)\.(\d+)\.0\.",
+            lambda match: f"backbone.fpn.{match[1]}.{match[2]}."),
+}
+
+
+def with_legacy_names(state, modules=tuple(LEGACY_RENAMES)):
+    """state, in the same order, with the tensors of the given modules under their legacy names."""
+    legacy = {}
+    for name, tensor in state.items():
+        for module in modules:
+            name = re.sub(*LEGACY_RENAMES[module], name)
+        legacy[name] = tensor
+    return legacy
 
 
 class ConvertTorchvisionTest(unittest.TestCase):
@@ -113,6 +138,17 @@ class ConvertTorchvisionTest(unittest.TestCase):
         torch.save(checkpoint, path)
         return path
 
+    def assert_bit_exact(self, tensors, state):
+        """tensors (as converted) hold state's float tensors as F32, in order and bit for bit."""
+        expected = without_batch_counters(state)
+        self.assertEqual(list(tensors), list(expected))
+        for name, tensor in expected.items():
+            self.assertEqual(tensors[name].dtype, np.float32, name)
+            self.assertEqual(tensors[name].shape, tuple(tensor.shape), name)
+            # Compare bits, so that -0.0 vs 0.0 or NaN payloads would also be caught.
+            np.testing.assert_array_equal(tensors[name].view(np.uint32),
+                                          tensor.numpy().view(np.uint32), err_msg=name)
+
     # Round trips
 
     def test_round_trip_is_bit_exact_for_every_arch(self):
@@ -121,14 +157,7 @@ class ConvertTorchvisionTest(unittest.TestCase):
                 output = self.path(f"{arch}.safetensors")
                 tensors, metadata = self.convert(arch, self.checkpoints[arch], output,
                                                  run=self.run_subprocess)
-                expected = without_batch_counters(state)
-                self.assertEqual(list(tensors), list(expected))
-                for name, tensor in expected.items():
-                    self.assertEqual(tensors[name].dtype, np.float32, name)
-                    self.assertEqual(tensors[name].shape, tuple(tensor.shape), name)
-                    # Compare bits, so that -0.0 vs 0.0 or NaN payloads would also be caught.
-                    np.testing.assert_array_equal(tensors[name].view(np.uint32),
-                                                  tensor.numpy().view(np.uint32), err_msg=name)
+                self.assert_bit_exact(tensors, state)
                 self.assertEqual(metadata, {
                     "format": "fpn", "arch": arch, "frozen_bn_eps": "1e-05",
                     "num_classes": str(NUM_CLASSES), "source": f"{arch}.pth"})
@@ -148,6 +177,74 @@ class ConvertTorchvisionTest(unittest.TestCase):
                 tensors, _ = self.convert("maskrcnn_resnet18_fpn", path,
                                           self.path(f"wrapped_{wrapping}.safetensors"))
                 self.assertEqual(list(tensors), list(state))
+
+    # Checkpoints saved before torchvision 0.13
+
+    def test_legacy_names_are_those_torchvision_renames_when_loading(self):
+        for arch in ["maskrcnn_resnet18_fpn", "fasterrcnn_resnet50_fpn"]:
+            with self.subTest(arch=arch):
+                state = self.states[arch]
+                legacy = with_legacy_names(state)
+                # Weight and bias of the RPN head's conv, the FPN's 8 convs and the mask head's 4.
+                self.assertEqual(len(set(legacy) - set(state)),
+                                 2 * (1 + 8 + (4 if arch.startswith("maskrcnn") else 0)))
+                model = build_model(arch)
+                model.load_state_dict(legacy)  # strict: every legacy name must be renamed
+                for name, tensor in model.state_dict().items():
+                    self.assertTrue(torch.equal(tensor, state[name]), name)
+
+    def test_legacy_names_convert_bit_exactly_to_the_current_names(self):
+        # The mask head, the RPN head and the FPN all renamed, as in the original COCO
+        # checkpoints; the RPN alone; and the original fasterrcnn_resnet50_fpn_coco's layout,
+        # converted with the eps it needs.
+        for arch, modules, options in [
+                ("maskrcnn_resnet18_fpn", ("rpn", "mask_head", "fpn"), ()),
+                ("fasterrcnn_resnet18_fpn", ("rpn",), ()),
+                ("fasterrcnn_resnet50_fpn", ("rpn", "fpn"), ("--frozen-bn-eps", "0.0"))]:
+            with self.subTest(arch=arch, modules=modules):
+                state = self.states[arch]
+                legacy = with_legacy_names(state, modules)
+                renamed = len(set(legacy) - set(state))
+                self.assertGreater(renamed, 0)
+                checkpoint = self.save_checkpoint(f"legacy_{arch}.pth", legacy)
+                result = self.run_converter("--arch", arch, *options, checkpoint,
+                                            self.path("legacy.safetensors"))
+                self.assertEqual(result.returncode, 0, result.stderr)
+                self.assertIn(f"renamed {renamed} tensors from torchvision's pre-0.13 names",
+                              result.stdout)
+                self.assertEqual("--frozen-bn-eps 0.0" in result.stdout, not options)
+                tensors, metadata = safetensors_io.load_file(self.path("legacy.safetensors"))
+                self.assert_bit_exact(tensors, state)
+                self.assertEqual(metadata["arch"], arch)
+                self.assertEqual(metadata["num_classes"], str(NUM_CLASSES))
+                self.assertEqual(metadata["frozen_bn_eps"], "0.0" if options else "1e-05")
+
+    def test_a_tensor_under_both_names_is_refused_naming_both(self):
+        state = with_legacy_names(self.states["maskrcnn_resnet18_fpn"], ("mask_head",))
+        state["roi_heads.mask_head.0.0.weight"] = state["roi_heads.mask_head.mask_fcn1.weight"]
+        state["rpn.head.conv.bias"] = state["rpn.head.conv.0.0.bias"]
+        state["roi_heads.mask_head.mask_fcn4.bias"] = torch.zeros(255)
+        checkpoint = self.save_checkpoint("both_names.pth", state)
+        output = self.path("both_names.safetensors")
+        result = self.run_converter("--arch", "maskrcnn_resnet18_fpn", checkpoint, output)
+        self.assert_fails(
+            result, "3 problems:",
+            'duplicate: "roi_heads.mask_head.mask_fcn1.weight" is the legacy name of '
+            '"roi_heads.mask_head.0.0.weight", and the checkpoint holds both',
+            'duplicate: "rpn.head.conv.bias" is the legacy name of "rpn.head.conv.0.0.bias"',
+            'wrong shape: "roi_heads.mask_head.3.0.bias" (stored as '
+            '"roi_heads.mask_head.mask_fcn4.bias") expected [256], got [255]')
+        self.assertFalse(os.path.exists(output))
+
+    def test_help_says_legacy_names_are_accepted(self):
+        result = self.run_converter("--help")
+        self.assertEqual(result.returncode, 0)
+        self.assertIn("legacy names:", result.stdout)
+        self.assertIn("rpn.head.conv.P                  -> rpn.head.conv.0.0.P", result.stdout)
+        self.assertIn("roi_heads.mask_head.mask_fcnI.P  -> roi_heads.mask_head.(I-1).0.P",
+                      result.stdout)
+        self.assertIn("backbone.fpn.inner_blocks.I.P    -> backbone.fpn.inner_blocks.I.0.P",
+                      result.stdout)
 
     def test_frozen_bn_eps_is_stored_in_metadata(self):
         for option, text in [("0", "0.0"), ("1e-3", "0.001")]:

@@ -24,6 +24,7 @@
 #include "fpn/ops/conv2d.hpp"
 #include "fpn/ops/conv_transpose2d.hpp"
 #include "fpn/ops/elementwise.hpp"
+#include "fpn/ops/index_select.hpp"
 #include "fpn/ops/linear.hpp"
 #include "fpn/ops/max_pool2d.hpp"
 #include "fpn/ops/nms.hpp"

@@ -24,6 +24,7 @@
 #include "fpn/ops/box_coder.hpp"
 #include "fpn/ops/boxes.hpp"
 #include "fpn/ops/conv_transpose2d.hpp"
+#include "fpn/ops/index_select.hpp"
 #include "fpn/ops/linear.hpp"
 #include "fpn/ops/nms.hpp"
 
@@ -122,38 +123,24 @@ class BoxHead {
         if (scores.at(r, k) > params.score_thresh) candidates.push_back(r * num_classes_ + k);
       }
     }
-    const auto count = static_cast<std::int64_t>(candidates.size());
-    Tensor<float> candidate_boxes = Tensor<float>::uninitialized(Shape{count, 4});
-    for (std::int64_t j = 0; j < count; ++j) {
-      std::copy_n(boxes.data() + 4 * candidates[static_cast<std::size_t>(j)], 4, candidate_boxes.data() + 4 * j);
-    }
-    std::vector<std::int64_t> kept;
+    const TensorView<const float> flat_scores(scores.data(), Shape{scores.numel()});
+    const Tensor<float> candidate_boxes = ops::index_select0(boxes, candidates);
+    std::vector<std::int64_t> kept;  // flat (proposal, class) indices
     for (std::int64_t j : ops::remove_small_boxes(candidate_boxes, 1e-2)) {
       kept.push_back(candidates[static_cast<std::size_t>(j)]);
     }
-    const auto kept_count = static_cast<std::int64_t>(kept.size());
-    Tensor<float> kept_boxes = Tensor<float>::uninitialized(Shape{kept_count, 4});
-    Tensor<float> kept_scores = Tensor<float>::uninitialized(Shape{kept_count});
-    std::vector<std::int64_t> kept_labels(static_cast<std::size_t>(kept_count));
-    for (std::int64_t j = 0; j < kept_count; ++j) {
-      const std::int64_t flat_index = kept[static_cast<std::size_t>(j)];
-      std::copy_n(boxes.data() + 4 * flat_index, 4, kept_boxes.data() + 4 * j);
-      kept_scores.data()[j] = scores.data()[flat_index];
-      kept_labels[static_cast<std::size_t>(j)] = flat_index % num_classes_;
-    }
-    std::vector<std::int64_t> keep = ops::batched_nms(kept_boxes, kept_scores, kept_labels, params.nms_thresh);
+    const Tensor<float> kept_boxes = ops::index_select0(boxes, kept);
+    const Tensor<float> kept_scores = ops::index_select0(flat_scores, kept);
+    std::vector<std::int64_t> kept_labels;
+    for (std::int64_t flat_index : kept) kept_labels.push_back(flat_index % num_classes_);
+    std::vector<std::int64_t> keep =
+        ops::batched_nms(kept_boxes, kept_scores, kept_labels, params.nms_thresh);
     if (static_cast<std::int64_t>(keep.size()) > params.detections_per_img) {
       keep.resize(static_cast<std::size_t>(params.detections_per_img));
     }
-    const auto final_count = static_cast<std::int64_t>(keep.size());
-    BoxDetections result{Tensor<float>::uninitialized(Shape{final_count, 4}),
-                         Tensor<float>::uninitialized(Shape{final_count}), {}};
-    for (std::int64_t j = 0; j < final_count; ++j) {
-      const std::int64_t i = keep[static_cast<std::size_t>(j)];
-      std::copy_n(kept_boxes.data() + 4 * i, 4, result.boxes.data() + 4 * j);
-      result.scores.data()[j] = kept_scores.data()[i];
-      result.labels.push_back(kept_labels[static_cast<std::size_t>(i)]);
-    }
+    BoxDetections result{ops::index_select0(kept_boxes, keep),
+                         ops::index_select0(kept_scores, keep),
+                         ops::index_select(kept_labels, keep)};
     return result;
   }
 

@@ -21,6 +21,7 @@
 #include "fpn/nn/weights.hpp"
 #include "fpn/ops/box_coder.hpp"
 #include "fpn/ops/boxes.hpp"
+#include "fpn/ops/index_select.hpp"
 #include "fpn/ops/nms.hpp"
 
 namespace fpn::nn {
@@ -156,34 +157,21 @@ class RegionProposalNetwork {
                    const std::vector<std::int64_t>& levels) const {
     const auto total = static_cast<std::int64_t>(scores.size());
     const TensorView<const float> all_boxes(boxes.data(), Shape{total, 4});
+    const TensorView<const float> all_scores(scores.data(), Shape{total});
     std::vector<std::int64_t> candidates;
     for (std::int64_t i : ops::remove_small_boxes(all_boxes, params_.min_size)) {
       if (scores[static_cast<std::size_t>(i)] >= params_.score_thresh) candidates.push_back(i);
     }
-    const auto count = static_cast<std::int64_t>(candidates.size());
-    Tensor<float> kept_boxes = Tensor<float>::uninitialized(Shape{count, 4});
-    Tensor<float> kept_scores = Tensor<float>::uninitialized(Shape{count});
-    std::vector<std::int64_t> kept_levels(static_cast<std::size_t>(count));
-    for (std::int64_t j = 0; j < count; ++j) {
-      const auto i = static_cast<std::size_t>(candidates[static_cast<std::size_t>(j)]);
-      std::copy_n(boxes.data() + 4 * i, 4, kept_boxes.data() + 4 * j);
-      kept_scores.data()[j] = scores[i];
-      kept_levels[static_cast<std::size_t>(j)] = levels[i];
-    }
-    std::vector<std::int64_t> keep = ops::batched_nms(kept_boxes, kept_scores, kept_levels, params_.nms_thresh);
+    const Tensor<float> kept_boxes = ops::index_select0(all_boxes, candidates);
+    const Tensor<float> kept_scores = ops::index_select0(all_scores, candidates);
+    const std::vector<std::int64_t> kept_levels = ops::index_select(levels, candidates);
+    std::vector<std::int64_t> keep =
+        ops::batched_nms(kept_boxes, kept_scores, kept_levels, params_.nms_thresh);
     if (static_cast<std::int64_t>(keep.size()) > params_.post_nms_top_n) {
       keep.resize(static_cast<std::size_t>(params_.post_nms_top_n));
     }
-    Proposals result{Tensor<float>::uninitialized(Shape{static_cast<std::int64_t>(keep.size()), 4}),
-                     Tensor<float>::uninitialized(Shape{static_cast<std::int64_t>(keep.size())}),
-                     {}};
-    for (std::size_t j = 0; j < keep.size(); ++j) {
-      const auto i = keep[j];
-      std::copy_n(kept_boxes.data() + 4 * i, 4, result.boxes.data() + 4 * static_cast<std::int64_t>(j));
-      result.scores.data()[j] = kept_scores.data()[i];
-      result.levels.push_back(kept_levels[static_cast<std::size_t>(i)]);
-    }
-    return result;
+    return {ops::index_select0(kept_boxes, keep), ops::index_select0(kept_scores, keep),
+            ops::index_select(kept_levels, keep)};
   }
 
   RpnParams params_;

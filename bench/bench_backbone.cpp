@@ -2,7 +2,7 @@
 // (C2..C5), each FPN level (lateral + top-down sum + 3x3 output conv, P2..P5) and P6, in ms and
 // GFLOP/s (2 FLOPs per multiply-add), on synthetic weights at 800x1216 and 480x640 inputs.
 //
-//   fpn_bench --benchmark_filter=800x1216
+//   fpn_bench_backbone --benchmark_filter=800x1216
 #include <benchmark/benchmark.h>
 
 #include <memory>

@@ -31,6 +31,8 @@ struct DetectorParams {
   nn::TransformParams transform;
   nn::RpnParams rpn;
   nn::RoiHeadsParams roi_heads;
+  // How the box head pools its 7x7 features; RoIPool only for heads trained with it.
+  nn::RoiPooling box_pooling = nn::RoiPooling::align;
 };
 
 // Marks a detector without a mask branch.
@@ -77,6 +79,7 @@ class TwoStageDetector {
     }
     TwoStageDetector detector;
     detector.params_ = params;
+    detector.box_pooler_.set_pooling(params.box_pooling);
     detector.num_classes_ = num_classes;
     detector.backbone_ = Backbone::load(weights);
     detector.rpn_ = nn::RegionProposalNetwork<channels>::load(weights.child("rpn"), params.rpn);
@@ -96,6 +99,7 @@ class TwoStageDetector {
   void set_params(DetectorParams params) {
     params_ = params;
     rpn_.set_params(params.rpn);
+    box_pooler_.set_pooling(params.box_pooling);
   }
   std::int64_t num_classes() const { return num_classes_; }
   const Backbone& backbone() const { return backbone_; }

@@ -2,6 +2,8 @@
 //   k = clamp(floor(4 + log2(sqrt(area) / 224) + 1e-6), k_min, k_max)        (FPN paper, eq. 1)
 // with that level's scale 2^round(log2(feature height / image height)) inferred as _infer_scale
 // does, from the resized (unpadded) image height. All in float32, as torch computes it.
+// RoI max pooling (Fast R-CNN's RoIPool) can replace RoIAlign on the same levels, for heads trained
+// with it; torchvision's detectors use RoIAlign.
 #pragma once
 
 #include <array>
@@ -13,17 +15,26 @@
 #include "fpn/core/tensor.hpp"
 #include "fpn/nn/fpn.hpp"
 #include "fpn/ops/roi_align.hpp"
+#include "fpn/ops/roi_pool.hpp"
 
 namespace fpn::nn {
+
+enum class RoiPooling {
+  align,  // RoIAlign, aligned=False, sampling_ratio per bin side (torchvision's detectors)
+  max,    // RoIPool: max over the pixels of each quantised bin (Fast R-CNN)
+};
 
 class MultiScaleRoIAlign {
  public:
   static constexpr int pooled_levels = 4;  // P2..P5; P6 is for the RPN only
 
-  explicit MultiScaleRoIAlign(std::int64_t output_size, std::int64_t sampling_ratio = 2)
-      : output_size_(output_size), sampling_ratio_(sampling_ratio) {}
+  explicit MultiScaleRoIAlign(std::int64_t output_size, std::int64_t sampling_ratio = 2,
+                              RoiPooling pooling = RoiPooling::align)
+      : output_size_(output_size), sampling_ratio_(sampling_ratio), pooling_(pooling) {}
 
   std::int64_t output_size() const { return output_size_; }
+  RoiPooling pooling() const { return pooling_; }
+  void set_pooling(RoiPooling pooling) { pooling_ = pooling; }
 
   // _infer_scale: 2^round(log2(float32(feature_height / image_height))), half to even.
   static float infer_scale(std::int64_t feature_height, std::int64_t image_height) {
@@ -78,9 +89,13 @@ class MultiScaleRoIAlign {
         std::copy_n(boxes.data() + 4 * members[static_cast<std::size_t>(j)], 4,
                     level_boxes.data() + 5 * j + 1);
       }
-      const Tensor<float> pooled = ops::roi_align(
-          pyramid.levels[l], level_boxes,
-          ops::RoiAlignParams{output_size_, output_size_, scales[l], sampling_ratio_, false});
+      const Tensor<float> pooled =
+          pooling_ == RoiPooling::max
+              ? ops::roi_pool(pyramid.levels[l], level_boxes,
+                              ops::RoiPoolParams{output_size_, output_size_, scales[l]})
+              : ops::roi_align(pyramid.levels[l], level_boxes,
+                               ops::RoiAlignParams{output_size_, output_size_, scales[l],
+                                                   sampling_ratio_, false});
       for (std::int64_t j = 0; j < count; ++j) {
         std::copy_n(pooled.data() + j * per_roi, per_roi,
                     result.data() + members[static_cast<std::size_t>(j)] * per_roi);
@@ -92,6 +107,7 @@ class MultiScaleRoIAlign {
  private:
   std::int64_t output_size_;
   std::int64_t sampling_ratio_;
+  RoiPooling pooling_;
 };
 
 }  // namespace fpn::nn

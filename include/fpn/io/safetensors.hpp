@@ -10,6 +10,7 @@
 #include <filesystem>
 #include <fstream>
 #include <map>
+#include <optional>
 #include <set>
 #include <string>
 #include <string_view>
@@ -139,6 +140,13 @@ class SafeTensors {
   // The tensor converted to float (from F32, F16, BF16 or F64).
   Tensor<float> load_float(std::string_view name) const {
     const TensorInfo& tensor = info(name);
+    // Refused before allocating: the float copy of an 8-bit tensor would be four times its bytes.
+    if (tensor.dtype != DType::f32 && tensor.dtype != DType::f16 && tensor.dtype != DType::bf16 &&
+        tensor.dtype != DType::f64) {
+      throw WeightError("safetensors: '" + source_ + "': tensor \"" + tensor.name +
+                        "\" has dtype " + std::string(dtype_info(tensor.dtype).name) +
+                        ", expected a floating-point dtype (F32, F16, BF16 or F64)");
+    }
     Tensor<float> out = Tensor<float>::uninitialized(tensor.shape);
     const unsigned char* source = data_begin() + tensor.begin;
     const std::int64_t count = out.numel();
@@ -169,9 +177,7 @@ class SafeTensors {
         }
         break;
       default:
-        throw WeightError("safetensors: '" + source_ + "': tensor \"" + tensor.name +
-                          "\" has dtype " + std::string(dtype_info(tensor.dtype).name) +
-                          ", expected a floating-point dtype (F32, F16, BF16 or F64)");
+        FPN_ASSERT(false);  // every other dtype was refused above
     }
     return out;
   }
@@ -200,30 +206,76 @@ class SafeTensors {
     throw WeightError("safetensors: '" + source_ + "': " + message);
   }
 
+  using JsonReader = fpn::detail::JsonReader;
+  using JsonKind = JsonReader::Kind;
+
+  // A header value kept only as far as the checks need it: a scalar's text (a number's literal, a
+  // string's decoded value, true/false/null), an array's item count and its first few items.
+  // Keeping no more bounds the memory a hostile header costs however long its arrays are.
+  struct HeaderValue {
+    JsonKind kind = JsonKind::null;
+    std::string text;
+    std::vector<HeaderValue> items;
+    std::size_t item_count = 0;
+  };
+
+  // Reads the next value, keeping at most `max_items` of an array's items (nested ones by kind).
+  static HeaderValue read_value(JsonReader& reader, std::size_t max_items) {
+    HeaderValue value;
+    value.kind = reader.peek();
+    switch (value.kind) {
+      case JsonKind::null:
+        reader.read_null();
+        value.text = "null";
+        break;
+      case JsonKind::boolean:
+        value.text = reader.read_boolean() ? "true" : "false";
+        break;
+      case JsonKind::number:
+        value.text = reader.read_number();
+        break;
+      case JsonKind::string:
+        value.text = reader.read_string();
+        break;
+      case JsonKind::array:
+        reader.begin_array();
+        while (reader.next_item()) {
+          if (value.items.size() < max_items) {
+            value.items.push_back(read_value(reader, 0));
+          } else {
+            reader.skip_value();
+          }
+          ++value.item_count;
+        }
+        break;
+      case JsonKind::object:
+        reader.skip_value();
+        break;
+    }
+    return value;
+  }
+
   // A JSON value as it appears in messages: numbers verbatim, strings quoted, containers by kind.
-  static std::string describe(const fpn::detail::JsonValue& value) {
-    using Kind = fpn::detail::JsonValue::Kind;
+  static std::string describe(const HeaderValue& value) {
     std::string text;
     switch (value.kind) {
-      case Kind::null:
-        return "null";
-      case Kind::boolean:
-        return value.boolean ? "true" : "false";
-      case Kind::number:
+      case JsonKind::null:
+      case JsonKind::boolean:
+      case JsonKind::number:
         return value.text;
-      case Kind::string:
+      case JsonKind::string:
         fpn::detail::append_json_string(text, value.text);
         return text;
-      case Kind::array:
+      case JsonKind::array:
         return "an array";
-      case Kind::object:
+      case JsonKind::object:
         return "an object";
     }
     return text;
   }
 
-  static bool parse_uint(const fpn::detail::JsonValue& value, std::uint64_t& out) {
-    if (value.kind != fpn::detail::JsonValue::Kind::number || value.text.empty()) return false;
+  static bool parse_uint(const HeaderValue& value, std::uint64_t& out) {
+    if (value.kind != JsonKind::number || value.text.empty()) return false;
     std::uint64_t number = 0;
     for (char c : value.text) {
       if (c < '0' || c > '9') return false;
@@ -236,7 +288,6 @@ class SafeTensors {
   }
 
   void index() {
-    using fpn::detail::JsonValue;
     if (bytes_.size() < 8) {
       fail("file is " + std::to_string(bytes_.size()) +
            " bytes, expected at least 8 (the header length)");
@@ -252,94 +303,129 @@ class SafeTensors {
            std::to_string(available) + " bytes after the length field");
     }
     const std::string_view header(reinterpret_cast<const char*>(bytes_.data()) + 8, header_size_);
-    const JsonValue root = fpn::detail::JsonParser::parse(header, "safetensors: '" + source_ + "'");
-    if (root.kind != JsonValue::Kind::object) fail("header must be a JSON object");
+    const std::string context = "safetensors: '" + source_ + "'";
+    // A syntax error anywhere in the header is reported before any fault in what it says.
+    JsonReader::validate(header, context);
+    JsonReader reader(header, context);
+    if (reader.peek() != JsonKind::object) fail("header must be a JSON object");
     const std::uint64_t data_size = available - header_size_;
 
     bool seen_metadata = false;
-    for (const auto& [name, entry] : root.members) {
+    std::string name;
+    reader.begin_object();
+    while (reader.next_member(name)) {
       if (name == "__metadata__") {
         // JSON leaves duplicate keys to the reader; refusing them keeps every reader in agreement.
         if (seen_metadata) fail("__metadata__ appears twice in the header");
         seen_metadata = true;
-        if (entry.kind != JsonValue::Kind::object) {
-          fail("__metadata__ must be an object, got " + describe(entry));
-        }
-        for (const auto& [key, value] : entry.members) {
-          if (value.kind != JsonValue::Kind::string) {
-            fail("__metadata__ \"" + key + "\" must be a string, got " + describe(value));
-          }
-          if (!metadata_.emplace(key, value.text).second) {
-            fail("__metadata__ \"" + key + "\" appears twice");
-          }
-        }
-        continue;
+        read_metadata(reader);
+      } else {
+        read_tensor_entry(reader, name, data_size);
       }
-      const std::string where = "tensor \"" + name + "\"";
-      if (by_name_.contains(name)) fail(where + " appears twice in the header");
-      if (entry.kind != JsonValue::Kind::object) {
-        fail(where + " must be an object, got " + describe(entry));
-      }
-      for (const char* field : {"dtype", "shape", "data_offsets"}) {
-        if (entry.find(field) == nullptr) fail(where + " has no " + field);
-      }
-      const JsonValue* dtype = entry.find("dtype");
-      const JsonValue* shape = entry.find("shape");
-      const JsonValue* offsets = entry.find("data_offsets");
-      if (dtype->kind != JsonValue::Kind::string) fail(where + ": dtype must be a string");
-      const DTypeInfo* type = nullptr;
-      for (const auto& candidate : dtype_table) {
-        if (candidate.name == dtype->text) type = &candidate;
-      }
-      if (type == nullptr) {
-        fail(where + ": unknown dtype \"" + dtype->text +
-             "\", expected one of F64, F32, F16, BF16, I64, I32, I16, I8, U8, BOOL");
-      }
-      if (shape->kind != JsonValue::Kind::array || shape->items.size() > Shape::max_rank) {
-        fail(where + ": shape must be an array of at most " + std::to_string(Shape::max_rank) +
-             " non-negative integers");
-      }
-      std::vector<std::int64_t> dims;
-      for (const JsonValue& item : shape->items) {
-        std::uint64_t dim = 0;
-        if (!parse_uint(item, dim) || dim > static_cast<std::uint64_t>(INT64_MAX)) {
-          fail(where + ": shape must hold non-negative integers, got " + describe(item));
-        }
-        dims.push_back(static_cast<std::int64_t>(dim));
-      }
-      std::int64_t numel = 0;
-      try {
-        numel = Shape::checked_numel(dims);
-      } catch (const ShapeError&) {
-        fail(where + ": element count of shape " + format_shape(dims) + " overflows");
-      }
-      if (numel > INT64_MAX / type->size) {
-        fail(where + ": byte size of shape " + format_shape(dims) + " overflows");
-      }
-      std::uint64_t begin = 0;
-      std::uint64_t end = 0;
-      if (offsets->kind != JsonValue::Kind::array || offsets->items.size() != 2 ||
-          !parse_uint(offsets->items[0], begin) || !parse_uint(offsets->items[1], end)) {
-        fail(where + ": data_offsets must be [begin, end] of non-negative integers");
-      }
-      const std::string offsets_text =
-          "data_offsets [" + std::to_string(begin) + ", " + std::to_string(end) + "]";
-      if (begin > end) fail(where + ": " + offsets_text + " begin after they end");
-      if (end > data_size) {
-        fail(where + ": " + offsets_text + " lie outside the data section of " +
-             std::to_string(data_size) + " bytes");
-      }
-      const auto expected_bytes = static_cast<std::uint64_t>(numel * type->size);
-      if (end - begin != expected_bytes) {
-        fail(where + ": shape " + format_shape(dims) + " of " + std::string(type->name) +
-             " needs " + std::to_string(expected_bytes) + " bytes, data_offsets give " +
-             std::to_string(end - begin));
-      }
-      by_name_[name] = tensors_.size();
-      tensors_.push_back({name, type->dtype, Shape(dims), begin, end});
     }
+    check_no_overlaps();
+  }
 
+  void read_metadata(JsonReader& reader) {
+    if (reader.peek() != JsonKind::object) {
+      fail("__metadata__ must be an object, got " + describe(read_value(reader, 0)));
+    }
+    std::string key;
+    reader.begin_object();
+    while (reader.next_member(key)) {
+      if (reader.peek() != JsonKind::string) {
+        fail("__metadata__ \"" + key + "\" must be a string, got " +
+             describe(read_value(reader, 0)));
+      }
+      if (!metadata_.emplace(key, reader.read_string()).second) {
+        fail("__metadata__ \"" + key + "\" appears twice");
+      }
+    }
+  }
+
+  void read_tensor_entry(JsonReader& reader, const std::string& name, std::uint64_t data_size) {
+    const std::string where = "tensor \"" + name + "\"";
+    if (by_name_.contains(name)) fail(where + " appears twice in the header");
+    if (reader.peek() != JsonKind::object) {
+      fail(where + " must be an object, got " + describe(read_value(reader, 0)));
+    }
+    // The first of each field counts, as in a lookup by key; other fields are skipped.
+    std::optional<HeaderValue> dtype;
+    std::optional<HeaderValue> shape;
+    std::optional<HeaderValue> offsets;
+    std::string field;
+    reader.begin_object();
+    while (reader.next_member(field)) {
+      if (field == "dtype" && !dtype) {
+        dtype = read_value(reader, 0);
+      } else if (field == "shape" && !shape) {
+        shape = read_value(reader, Shape::max_rank);
+      } else if (field == "data_offsets" && !offsets) {
+        offsets = read_value(reader, 2);
+      } else {
+        reader.skip_value();
+      }
+    }
+    if (!dtype) fail(where + " has no dtype");
+    if (!shape) fail(where + " has no shape");
+    if (!offsets) fail(where + " has no data_offsets");
+
+    if (dtype->kind != JsonKind::string) fail(where + ": dtype must be a string");
+    const DTypeInfo* type = nullptr;
+    for (const auto& candidate : dtype_table) {
+      if (candidate.name == dtype->text) type = &candidate;
+    }
+    if (type == nullptr) {
+      fail(where + ": unknown dtype \"" + dtype->text +
+           "\", expected one of F64, F32, F16, BF16, I64, I32, I16, I8, U8, BOOL");
+    }
+    if (shape->kind != JsonKind::array || shape->item_count > Shape::max_rank) {
+      fail(where + ": shape must be an array of at most " + std::to_string(Shape::max_rank) +
+           " non-negative integers");
+    }
+    std::vector<std::int64_t> dims;
+    for (const HeaderValue& item : shape->items) {
+      std::uint64_t dim = 0;
+      if (!parse_uint(item, dim) || dim > static_cast<std::uint64_t>(INT64_MAX)) {
+        fail(where + ": shape must hold non-negative integers, got " + describe(item));
+      }
+      dims.push_back(static_cast<std::int64_t>(dim));
+    }
+    std::int64_t numel = 0;
+    try {
+      numel = Shape::checked_numel(dims);
+    } catch (const ShapeError&) {
+      fail(where + ": element count of shape " + format_shape(dims) + " overflows");
+    }
+    if (numel > INT64_MAX / type->size) {
+      fail(where + ": byte size of shape " + format_shape(dims) + " overflows");
+    }
+    std::uint64_t begin = 0;
+    std::uint64_t end = 0;
+    if (offsets->kind != JsonKind::array || offsets->item_count != 2 ||
+        !parse_uint(offsets->items[0], begin) || !parse_uint(offsets->items[1], end)) {
+      fail(where + ": data_offsets must be [begin, end] of non-negative integers");
+    }
+    const std::string offsets_text =
+        "data_offsets [" + std::to_string(begin) + ", " + std::to_string(end) + "]";
+    if (begin > end) fail(where + ": " + offsets_text + " begin after they end");
+    if (end > data_size) {
+      fail(where + ": " + offsets_text + " lie outside the data section of " +
+           std::to_string(data_size) + " bytes");
+    }
+    const auto expected_bytes = static_cast<std::uint64_t>(numel * type->size);
+    if (end - begin != expected_bytes) {
+      fail(where + ": shape " + format_shape(dims) + " of " + std::string(type->name) + " needs " +
+           std::to_string(expected_bytes) + " bytes, data_offsets give " +
+           std::to_string(end - begin));
+    }
+    by_name_[name] = tensors_.size();
+    tensors_.push_back({name, type->dtype, Shape(dims), begin, end});
+  }
+
+  void check_no_overlaps() const {
     std::vector<const TensorInfo*> by_offset;
+    by_offset.reserve(tensors_.size());
     for (const auto& tensor : tensors_) by_offset.push_back(&tensor);
     std::ranges::sort(by_offset, {}, [](const TensorInfo* t) { return std::pair(t->begin, t->end); });
     // Sorted by begin, any overlap shows up between neighbours.

@@ -1,51 +1,100 @@
-// A small, strict JSON reader for safetensors headers. Public headers may depend only on Eigen and
-// the standard library, so fpn cannot use nlohmann/json here. It bounds nesting depth so hostile
-// input cannot exhaust the stack, and reports the byte offset of every syntax error.
+// A small, strict, pull-style JSON reader for safetensors headers. Public headers may depend only
+// on Eigen and the standard library, so fpn cannot use nlohmann/json here. It bounds nesting depth
+// so hostile input cannot exhaust the stack, and reports the byte offset of every syntax error.
+//
+// It builds no document tree: the caller reads values in file order and keeps only what it needs.
+// A tree costs about 100 bytes per value, and "0," is a value in two bytes, so a 20 MB header
+// took 1.5 GB to refuse; reading in place costs nothing beyond the strings the caller keeps.
 #pragma once
 
 #include <cstdint>
 #include <string>
 #include <string_view>
-#include <utility>
-#include <vector>
 
 #include "fpn/core/errors.hpp"
 
 namespace fpn::detail {
 
-struct JsonValue {
-  enum class Kind { null, boolean, number, string, array, object };
-  Kind kind = Kind::null;
-  bool boolean = false;
-  std::string text;  // a string's decoded value, or a number's literal text
-  std::vector<JsonValue> items;
-  std::vector<std::pair<std::string, JsonValue>> members;  // in file order
-
-  const JsonValue* find(std::string_view key) const {
-    for (const auto& [name, value] : members) {
-      if (name == key) return &value;
-    }
-    return nullptr;
-  }
-};
-
-class JsonParser {
+class JsonReader {
  public:
+  enum class Kind { null, boolean, number, string, array, object };
   static constexpr int max_depth = 64;
 
-  // Throws Error("<context>: header is not valid JSON: <reason> at byte N").
-  static JsonValue parse(std::string_view text, std::string_view context) {
-    JsonParser parser(text, context);
-    parser.skip_space();
-    JsonValue value = parser.parse_value(0);
-    parser.skip_space();
-    if (parser.position_ != text.size()) parser.fail("unexpected trailing characters");
+  // Checks that `text` is one JSON value nested at most max_depth deep, keeping nothing. Throws
+  // WeightError("<context>: header is not valid JSON: <reason> at byte N").
+  static void validate(std::string_view text, std::string_view context) {
+    JsonReader reader(text, context);
+    reader.skip_value();
+    reader.finish();
+  }
+
+  // Reads `text` from its start; `context` begins every error message. Reading a valid text (see
+  // validate) in the wrong order also throws, as the syntax error it would be.
+  JsonReader(std::string_view text, std::string_view context) : text_(text), context_(context) {}
+
+  // The kind of the next value, without consuming it.
+  Kind peek() {
+    skip_space();
+    if (at_end()) fail("unexpected end of header");
+    switch (text_[position_]) {
+      case '{': return Kind::object;
+      case '[': return Kind::array;
+      case '"': return Kind::string;
+      case 't':
+      case 'f': return Kind::boolean;
+      case 'n': return Kind::null;
+      default: return Kind::number;
+    }
+  }
+
+  // An object is read as begin_object(); while (next_member(key)) { read or skip the value }.
+  void begin_object() { begin('{'); }
+  bool next_member(std::string& key) {
+    if (!next('}')) return false;
+    if (peek_char() != '"') fail("expected a string key");
+    key.clear();
+    parse_string(&key);
+    skip_space();
+    expect(':');
+    return true;
+  }
+
+  // An array is read as begin_array(); while (next_item()) { read or skip the item }.
+  void begin_array() { begin('['); }
+  bool next_item() { return next(']'); }
+
+  std::string read_string() {
+    if (peek() != Kind::string) fail("expected a string");
+    std::string out;
+    parse_string(&out);
+    return out;
+  }
+  // A number's literal text, e.g. "-1.5e3".
+  std::string read_number() {
+    if (peek() != Kind::number) fail("expected a number");
+    return std::string(parse_number());
+  }
+  bool read_boolean() {
+    if (peek() != Kind::boolean) fail("expected a boolean");
+    const bool value = text_[position_] == 't';
+    expect_word(value ? "true" : "false");
     return value;
+  }
+  void read_null() {
+    if (peek() != Kind::null) fail("expected null");
+    expect_word("null");
+  }
+
+  // Consumes the next value, whatever it is, checking its syntax and keeping nothing.
+  void skip_value() { skip_value_at(depth_); }
+
+  // After the top-level value: only whitespace may follow.
+  void finish() {
+    skip_space();
+    if (!at_end()) fail("unexpected trailing characters");
   }
 
  private:
-  JsonParser(std::string_view text, std::string_view context) : text_(text), context_(context) {}
-
   [[noreturn]] void fail(std::string_view reason) const { fail_at(position_, reason); }
   [[noreturn]] void fail_at(std::size_t byte, std::string_view reason) const {
     throw WeightError(std::string(context_) + ": header is not valid JSON: " + std::string(reason) +
@@ -53,14 +102,15 @@ class JsonParser {
   }
 
   bool at_end() const { return position_ >= text_.size(); }
-  char peek() const { return at_end() ? '\0' : text_[position_]; }
+  char peek_char() const { return at_end() ? '\0' : text_[position_]; }
   void skip_space() {
-    while (!at_end() && (peek() == ' ' || peek() == '\t' || peek() == '\n' || peek() == '\r')) {
+    while (!at_end() && (peek_char() == ' ' || peek_char() == '\t' || peek_char() == '\n' ||
+                         peek_char() == '\r')) {
       ++position_;
     }
   }
   void expect(char c) {
-    if (peek() != c) fail(std::string("expected '") + c + "'");
+    if (peek_char() != c) fail(std::string("expected '") + c + "'");
     ++position_;
   }
   void expect_word(std::string_view word) {
@@ -68,108 +118,106 @@ class JsonParser {
     position_ += word.size();
   }
 
-  JsonValue parse_value(int depth) {
+  // Containers: `first_` says whether the container just opened has had no entry yet. A single flag
+  // suffices because the caller reads each entry completely before asking for the next one.
+  void begin(char open) {
+    skip_space();
+    if (depth_ > max_depth) fail("nesting deeper than " + std::to_string(max_depth));
+    expect(open);
+    ++depth_;
+    first_ = true;
+  }
+  // Moves to the next entry of the innermost open container, or past its `close` if none is left.
+  bool next(char close) {
+    skip_space();
+    const bool first = first_;
+    first_ = false;
+    if (!first && peek_char() == ',') {
+      ++position_;
+      skip_space();
+      return true;
+    }
+    if (first && peek_char() != close) return true;
+    expect(close);
+    --depth_;
+    return false;
+  }
+
+  void skip_value_at(int depth) {
+    skip_space();
     if (depth > max_depth) fail("nesting deeper than " + std::to_string(max_depth));
     if (at_end()) fail("unexpected end of header");
-    JsonValue value;
-    switch (peek()) {
+    switch (peek_char()) {
       case '{':
-        value.kind = JsonValue::Kind::object;
-        parse_object(value, depth);
+        skip_container(depth, '}', true);
         break;
       case '[':
-        value.kind = JsonValue::Kind::array;
-        parse_array(value, depth);
+        skip_container(depth, ']', false);
         break;
       case '"':
-        value.kind = JsonValue::Kind::string;
-        value.text = parse_string();
+        parse_string(nullptr);
         break;
       case 't':
         expect_word("true");
-        value.kind = JsonValue::Kind::boolean;
-        value.boolean = true;
         break;
       case 'f':
         expect_word("false");
-        value.kind = JsonValue::Kind::boolean;
         break;
       case 'n':
         expect_word("null");
         break;
       default:
-        value.kind = JsonValue::Kind::number;
-        value.text = parse_number();
+        parse_number();
     }
-    return value;
   }
 
-  void parse_object(JsonValue& object, int depth) {
-    expect('{');
+  void skip_container(int depth, char close, bool is_object) {
+    ++position_;
     skip_space();
-    if (peek() == '}') {
+    if (peek_char() == close) {
       ++position_;
       return;
     }
     while (true) {
       skip_space();
-      if (peek() != '"') fail("expected a string key");
-      std::string key = parse_string();
+      if (is_object) {
+        if (peek_char() != '"') fail("expected a string key");
+        parse_string(nullptr);
+        skip_space();
+        expect(':');
+      }
+      skip_value_at(depth + 1);
       skip_space();
-      expect(':');
-      skip_space();
-      object.members.emplace_back(std::move(key), parse_value(depth + 1));
-      skip_space();
-      if (peek() == ',') {
+      if (peek_char() == ',') {
         ++position_;
         continue;
       }
-      expect('}');
+      expect(close);
       return;
     }
   }
 
-  void parse_array(JsonValue& array, int depth) {
-    expect('[');
-    skip_space();
-    if (peek() == ']') {
-      ++position_;
-      return;
-    }
-    while (true) {
-      skip_space();
-      array.items.push_back(parse_value(depth + 1));
-      skip_space();
-      if (peek() == ',') {
-        ++position_;
-        continue;
-      }
-      expect(']');
-      return;
-    }
-  }
-
-  std::string parse_number() {
+  std::string_view parse_number() {
     const std::size_t start = position_;
-    if (peek() == '-') ++position_;
-    if (!is_digit(peek())) fail("invalid value");
-    if (peek() == '0') {
+    if (peek_char() == '-') ++position_;
+    if (!is_digit(peek_char())) fail("invalid value");
+    if (peek_char() == '0') {
       ++position_;
     } else {
-      while (is_digit(peek())) ++position_;
+      while (is_digit(peek_char())) ++position_;
     }
-    if (peek() == '.') {
+    if (peek_char() == '.') {
       ++position_;
-      if (!is_digit(peek())) fail("invalid number");
-      while (is_digit(peek())) ++position_;
+      if (!is_digit(peek_char())) fail("invalid number");
+      while (is_digit(peek_char())) ++position_;
     }
-    if (peek() == 'e' || peek() == 'E') {
+    if (peek_char() == 'e' || peek_char() == 'E') {
       ++position_;
-      if (peek() == '+' || peek() == '-') ++position_;
-      if (!is_digit(peek())) fail("invalid number");
-      while (is_digit(peek())) ++position_;
+      if (peek_char() == '+' || peek_char() == '-') ++position_;
+      if (!is_digit(peek_char())) fail("invalid number");
+      while (is_digit(peek_char())) ++position_;
     }
-    return std::string(text_.substr(start, position_ - start));
+    return text_.substr(start, position_ - start);
   }
 
   static bool is_digit(char c) { return c >= '0' && c <= '9'; }
@@ -177,7 +225,7 @@ class JsonParser {
   unsigned parse_hex4() {
     unsigned code = 0;
     for (int i = 0; i < 4; ++i) {
-      const char c = peek();
+      const char c = peek_char();
       unsigned digit = 0;
       if (c >= '0' && c <= '9') {
         digit = static_cast<unsigned>(c - '0');
@@ -212,30 +260,31 @@ class JsonParser {
     }
   }
 
-  std::string parse_string() {
+  // Decodes the string literal at the current position into *out, or only checks it if out is null.
+  void parse_string(std::string* out) {
     expect('"');
-    std::string out;
     while (true) {
       if (at_end()) fail("unterminated string");
       const std::size_t start = position_;  // errors point at the offending character or escape
       const char c = text_[position_++];
-      if (c == '"') return out;
+      if (c == '"') return;
       if (static_cast<unsigned char>(c) < 0x20) fail_at(start, "control character in string");
       if (c != '\\') {
-        out += c;
+        if (out != nullptr) *out += c;
         continue;
       }
       if (at_end()) fail("unterminated escape");
       const char escape = text_[position_++];
+      char decoded = '\0';
       switch (escape) {
-        case '"': out += '"'; break;
-        case '\\': out += '\\'; break;
-        case '/': out += '/'; break;
-        case 'b': out += '\b'; break;
-        case 'f': out += '\f'; break;
-        case 'n': out += '\n'; break;
-        case 'r': out += '\r'; break;
-        case 't': out += '\t'; break;
+        case '"': decoded = '"'; break;
+        case '\\': decoded = '\\'; break;
+        case '/': decoded = '/'; break;
+        case 'b': decoded = '\b'; break;
+        case 'f': decoded = '\f'; break;
+        case 'n': decoded = '\n'; break;
+        case 'r': decoded = '\r'; break;
+        case 't': decoded = '\t'; break;
         case 'u': {
           unsigned code = parse_hex4();
           if (code >= 0xD800 && code < 0xDC00) {  // a surrogate pair encodes one code point
@@ -247,18 +296,21 @@ class JsonParser {
           } else if (code >= 0xDC00 && code < 0xE000) {
             fail_at(start, "unpaired surrogate");
           }
-          append_utf8(out, code);
-          break;
+          if (out != nullptr) append_utf8(*out, code);
+          continue;
         }
         default:
           fail_at(start, "invalid escape");
       }
+      if (out != nullptr) *out += decoded;
     }
   }
 
   std::string_view text_;
   std::string_view context_;
   std::size_t position_ = 0;
+  int depth_ = 0;  // containers opened by begin_object/begin_array and not yet closed
+  bool first_ = false;
 };
 
 // Appends s as a JSON string literal.

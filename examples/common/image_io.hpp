@@ -58,6 +58,16 @@ inline constexpr std::int64_t default_max_pixels = 64'000'000;
 
 namespace detail {
 
+// stb_image takes the buffer length as an int; an empty buffer is refused with a clearer message
+// than stb's "unknown image type".
+inline void check_encoded_size(std::uintmax_t size, const std::string& source_name) {
+  if (size == 0) throw IoError("load_image_rgb: '" + source_name + "' is empty");
+  if (size > static_cast<std::uintmax_t>(INT_MAX)) {
+    throw IoError("load_image_rgb: '" + source_name + "' is " + std::to_string(size) +
+                  " bytes, more than stb_image reads (" + std::to_string(INT_MAX) + ")");
+  }
+}
+
 inline std::vector<unsigned char> read_image_file(const std::filesystem::path& path) {
   std::error_code error;
   if (!std::filesystem::exists(path, error)) {
@@ -70,12 +80,7 @@ inline std::vector<unsigned char> read_image_file(const std::filesystem::path& p
   if (error) {
     throw IoError("load_image_rgb: cannot read the size of '" + path.string() + "'");
   }
-  if (size == 0) throw IoError("load_image_rgb: '" + path.string() + "' is empty");
-  // stb_image takes the buffer length as an int.
-  if (size > static_cast<std::uintmax_t>(INT_MAX)) {
-    throw IoError("load_image_rgb: '" + path.string() + "' is " + std::to_string(size) +
-                  " bytes, more than stb_image reads (" + std::to_string(INT_MAX) + ")");
-  }
+  check_encoded_size(size, path.string());  // before reading a file stb_image would refuse
   std::ifstream in(path, std::ios::binary);
   if (!in) throw IoError("load_image_rgb: cannot open '" + path.string() + "' for reading");
   std::vector<unsigned char> bytes(static_cast<std::size_t>(size));
@@ -91,13 +96,13 @@ inline std::vector<unsigned char> read_image_file(const std::filesystem::path& p
 // 2^30 decoded bytes with a generic "unknown type" message; reading IHDR first lets those be
 // refused by the pixel limit, with a message that says so.
 inline std::optional<std::pair<std::int64_t, std::int64_t>> png_claimed_size(
-    const std::vector<unsigned char>& bytes) {
+    const unsigned char* bytes, std::size_t size) {
   static constexpr unsigned char signature[] = {0x89, 'P', 'N', 'G', '\r', '\n', 0x1A, '\n'};
-  if (bytes.size() < 24 || !std::equal(std::begin(signature), std::end(signature), bytes.begin()) ||
-      std::string_view(reinterpret_cast<const char*>(bytes.data()) + 12, 4) != "IHDR") {
+  if (size < 24 || !std::equal(std::begin(signature), std::end(signature), bytes) ||
+      std::string_view(reinterpret_cast<const char*>(bytes) + 12, 4) != "IHDR") {
     return std::nullopt;
   }
-  auto big_endian = [&bytes](std::size_t offset) {
+  auto big_endian = [bytes](std::size_t offset) {
     std::int64_t value = 0;
     for (std::size_t i = 0; i < 4; ++i) value = (value << 8) | bytes[offset + i];
     return value;
@@ -105,11 +110,19 @@ inline std::optional<std::pair<std::int64_t, std::int64_t>> png_claimed_size(
   return std::pair{big_endian(16), big_endian(20)};
 }
 
-[[noreturn]] inline void throw_too_many_pixels(const std::filesystem::path& path,
-                                               std::int64_t width, std::int64_t height,
-                                               std::int64_t max_pixels) {
-  throw IoError("load_image_rgb: '" + path.string() + "' is " + std::to_string(width) + "x" +
-                std::to_string(height) + " (" + std::to_string(width * height) +
+// width * height > max_pixels for sizes from 0 to 2^32 - 1 (a PNG header's range), where the
+// product itself could overflow int64.
+inline bool more_pixels_than(std::int64_t width, std::int64_t height, std::int64_t max_pixels) {
+  if (width == 0 || height == 0) return max_pixels < 0;
+  return height > max_pixels / width;
+}
+
+[[noreturn]] inline void throw_too_many_pixels(const std::string& source_name, std::int64_t width,
+                                               std::int64_t height, std::int64_t max_pixels) {
+  const std::uint64_t pixels =
+      static_cast<std::uint64_t>(width) * static_cast<std::uint64_t>(height);
+  throw IoError("load_image_rgb: '" + source_name + "' is " + std::to_string(width) + "x" +
+                std::to_string(height) + " (" + std::to_string(pixels) +
                 " pixels), more than the limit of " + std::to_string(max_pixels) + " pixels");
 }
 
@@ -125,36 +138,52 @@ struct StbFree {
 
 }  // namespace detail
 
-// Decodes the image file at `path` into 8-bit RGB (see the top of this file for the conversions).
-// Throws IoError naming the path: missing, empty, unreadable, unknown or corrupt/truncated files
-// (with stb_image's reason), and images of more than max_pixels pixels (refused from the header).
-inline RgbImage load_image_rgb(const std::filesystem::path& path,
-                               std::int64_t max_pixels = default_max_pixels) {
-  const std::vector<unsigned char> bytes = detail::read_image_file(path);
-  if (const auto claimed = detail::png_claimed_size(bytes);
-      claimed && claimed->first * claimed->second > max_pixels) {
-    detail::throw_too_many_pixels(path, claimed->first, claimed->second, max_pixels);
+// Decodes the `size` encoded bytes at `bytes` into 8-bit RGB (see the top of this file for the
+// conversions). `source_name` names them in errors (load_image_rgb passes the path). Throws
+// IoError: empty, unknown or corrupt/truncated data (with stb_image's reason), and images of more
+// than max_pixels pixels (refused from the header, before any pixel memory is allocated).
+inline RgbImage load_image_rgb_from_memory(const unsigned char* bytes, std::size_t size,
+                                           const std::string& source_name,
+                                           std::int64_t max_pixels = default_max_pixels) {
+  detail::check_encoded_size(size, source_name);
+  if (const auto claimed = detail::png_claimed_size(bytes, size);
+      claimed && detail::more_pixels_than(claimed->first, claimed->second, max_pixels)) {
+    detail::throw_too_many_pixels(source_name, claimed->first, claimed->second, max_pixels);
   }
-  const int length = static_cast<int>(bytes.size());
+  const int length = static_cast<int>(size);
   int width = 0;
   int height = 0;
   int channels = 0;
-  if (stbi_info_from_memory(bytes.data(), length, &width, &height, &channels) == 0) {
-    throw IoError("load_image_rgb: cannot decode '" + path.string() + "': " + detail::stb_reason());
+  if (stbi_info_from_memory(bytes, length, &width, &height, &channels) == 0) {
+    throw IoError("load_image_rgb: cannot decode '" + source_name + "': " + detail::stb_reason());
   }
-  if (std::int64_t{width} * height > max_pixels) {
-    detail::throw_too_many_pixels(path, width, height, max_pixels);
+  // stb_image 2.27 accepts a PNM header of height 0 and "decodes" it to no pixels.
+  if (width < 1 || height < 1) {
+    throw IoError("load_image_rgb: cannot decode '" + source_name + "': its header says " +
+                  std::to_string(width) + "x" + std::to_string(height) + ", no pixels");
+  }
+  if (detail::more_pixels_than(width, height, max_pixels)) {
+    detail::throw_too_many_pixels(source_name, width, height, max_pixels);
   }
   std::unique_ptr<stbi_uc, detail::StbFree> decoded(
-      stbi_load_from_memory(bytes.data(), length, &width, &height, &channels, 3));
+      stbi_load_from_memory(bytes, length, &width, &height, &channels, 3));
   if (decoded == nullptr) {
-    throw IoError("load_image_rgb: cannot decode '" + path.string() + "': " + detail::stb_reason());
+    throw IoError("load_image_rgb: cannot decode '" + source_name + "': " + detail::stb_reason());
   }
   RgbImage image;
   image.height = height;
   image.width = width;
   image.pixels.assign(decoded.get(), decoded.get() + std::int64_t{width} * height * 3);
   return image;
+}
+
+// Decodes the image file at `path` into 8-bit RGB (see the top of this file for the conversions).
+// Throws IoError naming the path: missing, empty, unreadable, unknown or corrupt/truncated files
+// (with stb_image's reason), and images of more than max_pixels pixels (refused from the header).
+inline RgbImage load_image_rgb(const std::filesystem::path& path,
+                               std::int64_t max_pixels = default_max_pixels) {
+  const std::vector<unsigned char> bytes = detail::read_image_file(path);
+  return load_image_rgb_from_memory(bytes.data(), bytes.size(), path.string(), max_pixels);
 }
 
 // Encodes `image` as PNG and writes it so that `path` holds either its old content or the whole

@@ -3,3 +3,4 @@
 include(${CMAKE_CURRENT_LIST_DIR}/headers/tests.cmake)
 include(${CMAKE_CURRENT_LIST_DIR}/compile_fail/tests.cmake)
 include(${CMAKE_CURRENT_LIST_DIR}/consumer/tests.cmake)
+include(${CMAKE_CURRENT_LIST_DIR}/fuzz/fuzz.cmake)

@@ -28,7 +28,8 @@ template <typename Detector>
 void register_detector(const std::string& arch) {
   for (const auto& [height, width] : {std::pair<std::int64_t, std::int64_t>{800, 1216}, {480, 640}}) {
     const std::string name = arch + "/" + std::to_string(height) + "x" + std::to_string(width);
-    benchmark::RegisterBenchmark(name.c_str(), [=](benchmark::State& state) {
+    // Structured bindings are captured by copy explicitly (clang before 16 refuses them in [=]).
+    benchmark::RegisterBenchmark(name.c_str(), [=, height = height, width = width](benchmark::State& state) {
       static const Detector detector = load_detector<Detector>(arch);
       // A textured image of the given size; with min_size = height it is not resized.
       fpn::Tensor<std::uint8_t> pixels(fpn::Shape{height, width, 3});

@@ -1,0 +1,99 @@
+// What the example programs share around their command lines (not part of the fpn library):
+// checks of input and output paths made before any heavy work, and one policy for failures --
+// exit 2 for a usage error (CLI11's message and a pointer to --help), exit 1 with the message for
+// anything that goes wrong while running, never an uncaught exception.
+#pragma once
+
+#include <CLI/CLI.hpp>
+#include <cstdint>
+#include <exception>
+#include <filesystem>
+#include <iostream>
+#include <new>
+#include <string>
+#include <string_view>
+
+#include "fpn/core/errors.hpp"
+
+namespace fpn::examples {
+
+inline constexpr int exit_failure = 1;
+inline constexpr int exit_usage = 2;
+
+// Throws IoError unless `path` is an existing regular file; `what` names it ("weights file").
+inline void check_input_file(const std::filesystem::path& path, std::string_view what) {
+  std::error_code error;
+  if (!std::filesystem::exists(path, error)) {
+    throw IoError(std::string(what) + " '" + path.string() + "' does not exist");
+  }
+  if (!std::filesystem::is_regular_file(path, error)) {
+    throw IoError(std::string(what) + " '" + path.string() + "' is not a regular file");
+  }
+}
+
+// Throws IoError unless `path` can be written: its directory exists and it is not a directory.
+// The file itself is written later, atomically; this only fails early and cheaply.
+inline void check_output_file(const std::filesystem::path& path, std::string_view what) {
+  namespace fs = std::filesystem;
+  std::error_code error;
+  const fs::path directory = path.has_parent_path() ? path.parent_path() : fs::path(".");
+  if (!fs::is_directory(directory, error)) {
+    throw IoError("cannot write " + std::string(what) + " '" + path.string() + "': directory '" +
+                  directory.string() + "' does not exist");
+  }
+  if (fs::is_directory(path, error)) {
+    throw IoError("cannot write " + std::string(what) + " '" + path.string() +
+                  "': it is a directory");
+  }
+}
+
+// The options every example program has for its input image: --min-size and --max-size as
+// torchvision's GeneralizedRCNNTransform takes them, and the positional IMAGE.
+inline void add_image_options(CLI::App& app, std::int64_t& min_size, std::int64_t& max_size,
+                              std::filesystem::path& image) {
+  app.add_option("--min-size", min_size,
+                 "resize so that the short side is this many pixels (torchvision's min_size)...")
+      ->check(CLI::PositiveNumber)
+      ->capture_default_str();
+  app.add_option("--max-size", max_size,
+                 "...unless the long side would exceed this (torchvision's max_size)")
+      ->check(CLI::PositiveNumber)
+      ->capture_default_str();
+  app.add_option("IMAGE", image,
+                 "the image: PNG, JPEG, BMP, GIF, TGA, PSD, HDR, PIC or PNM, read as 8-bit RGB")
+      ->required();
+}
+
+// Parses the command line into `app`'s options, then calls run(). Returns the exit status: 0 on
+// success (or --help), exit_usage for a command-line error, exit_failure when run() throws.
+// Every message goes to stderr prefixed with the program's name.
+template <typename Run>
+int run_command_line(CLI::App& app, int argc, char** argv, const Run& run) {
+  try {
+    app.parse(argc, argv);
+  } catch (const CLI::ParseError& error) {
+    // Prints --help to stdout, errors to stderr; CLI11's own codes (100 and up) become the usual
+    // usage-error status.
+    return app.exit(error) == 0 ? 0 : exit_usage;
+  }
+  const std::string program = app.get_name();
+  try {
+    run();
+    return 0;
+  } catch (const fpn::Error& error) {
+    std::cerr << program << ": " << error.what() << "\n";
+  } catch (const std::bad_alloc&) {
+    std::cerr << program << ": out of memory\n";
+  } catch (const std::exception& error) {
+    std::cerr << program << ": unexpected error: " << error.what() << "\n";
+  }
+  return exit_failure;
+}
+
+// The help text's closing lines, the same for every example program.
+inline constexpr std::string_view exit_status_help =
+    "Exit status: 0 on success, 1 if a file cannot be read or written or the weights do not fit\n"
+    "the architecture (the message says which), 2 for a command-line error. Output files are\n"
+    "written atomically: a failed run leaves existing files as they were.";
+
+}  // namespace fpn::examples

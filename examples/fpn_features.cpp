@@ -1,0 +1,179 @@
+// fpn_features: runs the ResNet-FPN backbone of a converted torchvision detector on one image and
+// writes the feature pyramid P2..P6 (and, with --stages, the ResNet stages C2..C5) as safetensors.
+//
+//   fpn_features --arch resnet50_fpn --weights maskrcnn.safetensors --output features.safetensors
+//                photo.jpg
+//
+// Only the checkpoint's "backbone.*" tensors are read, so any detector with that backbone serves.
+#include <array>
+#include <chrono>
+#include <cstdio>
+#include <filesystem>
+#include <map>
+#include <string>
+#include <string_view>
+#include <utility>
+#include <vector>
+
+#include "common/cli_support.hpp"
+#include "common/image_io.hpp"
+#include "fpn/io/safetensors.hpp"
+#include "fpn/nn/backbone.hpp"
+#include "fpn/nn/transform.hpp"
+#include "fpn/nn/weights.hpp"
+
+namespace {
+
+namespace fs = std::filesystem;
+using fpn::Tensor;
+
+struct Options {
+  std::string arch;
+  fs::path weights;
+  fs::path output;
+  fs::path image;
+  bool stages = false;
+  std::int64_t min_size = 800;
+  std::int64_t max_size = 1333;
+};
+
+// Named output tensors, [1, C, H, W] each.
+using NamedTensors = std::vector<std::pair<std::string, Tensor<float>>>;
+
+template <int Depth>
+NamedTensors extract(const fpn::io::SafeTensors& weights, const fpn::nn::PreprocessedImage& image,
+                     bool stages) {
+  using Backbone = fpn::nn::ResNetFPN<Depth>;
+  const Backbone backbone = Backbone::load(fpn::nn::WeightReader(weights));
+  fpn::nn::StageOutputs outputs = backbone.body().forward(image.tensor);
+  const fpn::nn::FeaturePyramid pyramid = backbone.neck().forward(outputs);
+  NamedTensors tensors;
+  for (int level = fpn::nn::FeaturePyramid::first_level;
+       level < fpn::nn::FeaturePyramid::first_level + fpn::nn::FeaturePyramid::num_levels;
+       ++level) {
+    tensors.emplace_back("p" + std::to_string(level), pyramid.p(level));
+  }
+  if (stages) {
+    for (std::size_t stage = 0; stage < outputs.size(); ++stage) {
+      tensors.emplace_back("c" + std::to_string(stage + 2), std::move(outputs[stage]));
+    }
+  }
+  return tensors;
+}
+
+struct Architecture {
+  std::string_view name;
+  NamedTensors (*extract)(const fpn::io::SafeTensors&, const fpn::nn::PreprocessedImage&, bool);
+};
+
+// torchvision's resnet_fpn_backbone names, as in the detectors' "<kind>_<backbone>" arch names.
+constexpr std::array<Architecture, 4> architectures = {{
+    {"resnet18_fpn", &extract<18>},
+    {"resnet34_fpn", &extract<34>},
+    {"resnet50_fpn", &extract<50>},
+    {"resnet101_fpn", &extract<101>},
+}};
+
+std::vector<std::string> architecture_names() {
+  std::vector<std::string> names;
+  for (const Architecture& arch : architectures) names.emplace_back(arch.name);
+  return names;
+}
+
+// A checkpoint that names its detector ("maskrcnn_resnet50_fpn") must have --arch's backbone.
+void check_weights_arch(const fpn::io::SafeTensors& weights, std::string_view arch) {
+  const auto found = weights.metadata().find("arch");
+  if (found == weights.metadata().end()) return;
+  const std::string& stored = found->second;
+  const std::size_t separator = stored.find('_');
+  const std::string backbone =
+      separator == std::string::npos ? stored : stored.substr(separator + 1);
+  if (backbone != arch) {
+    throw fpn::WeightError("weights file '" + weights.source() + "' is for " + stored +
+                           " (its \"arch\" metadata), whose backbone is not --arch " +
+                           std::string(arch));
+  }
+}
+
+void run(const Options& options) {
+  const Architecture* arch = nullptr;
+  for (const Architecture& candidate : architectures) {
+    if (candidate.name == options.arch) arch = &candidate;
+  }
+  if (arch == nullptr) throw fpn::ArgumentError("unknown architecture '" + options.arch + "'");
+  fpn::examples::check_output_file(options.output, "features");
+  fpn::examples::check_input_file(options.image, "image");
+  fpn::examples::check_input_file(options.weights, "weights file");
+  const fpn::examples::RgbImage image = fpn::examples::load_image_rgb(options.image);
+  const fpn::io::SafeTensors weights = fpn::io::SafeTensors::open(options.weights);
+  check_weights_arch(weights, arch->name);
+
+  fpn::nn::TransformParams transform;
+  transform.min_size = options.min_size;
+  transform.max_size = options.max_size;
+  const auto start = std::chrono::steady_clock::now();
+  const fpn::nn::PreprocessedImage preprocessed = fpn::nn::preprocess(image.view(), transform);
+  const NamedTensors tensors = arch->extract(weights, preprocessed, options.stages);
+  const double seconds =
+      std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+
+  std::vector<std::pair<std::string, fpn::TensorView<const float>>> views;
+  for (const auto& [name, tensor] : tensors) views.emplace_back(name, tensor);
+  const std::map<std::string, std::string> metadata = {
+      {"format", "fpn_features"},
+      {"arch", std::string(arch->name)},
+      {"weights", options.weights.filename().string()},
+      {"image", options.image.filename().string()},
+      {"min_size", std::to_string(options.min_size)},
+      {"max_size", std::to_string(options.max_size)},
+      {"original_height", std::to_string(preprocessed.original_height)},
+      {"original_width", std::to_string(preprocessed.original_width)},
+      {"resized_height", std::to_string(preprocessed.resized_height)},
+      {"resized_width", std::to_string(preprocessed.resized_width)},
+      {"padded_height", std::to_string(preprocessed.tensor.dim(2))},
+      {"padded_width", std::to_string(preprocessed.tensor.dim(3))},
+  };
+  fpn::io::save_safetensors(options.output, views, metadata);
+
+  std::printf("%s: %s, %lldx%lld resized to %lldx%lld, padded to %lldx%lld (%.2f s)\n",
+              options.arch.c_str(), options.image.string().c_str(),
+              static_cast<long long>(preprocessed.original_width),
+              static_cast<long long>(preprocessed.original_height),
+              static_cast<long long>(preprocessed.resized_width),
+              static_cast<long long>(preprocessed.resized_height),
+              static_cast<long long>(preprocessed.tensor.dim(3)),
+              static_cast<long long>(preprocessed.tensor.dim(2)), seconds);
+  for (const auto& [name, tensor] : tensors) {
+    std::printf("  %-3s %s\n", name.c_str(), tensor.shape().str().c_str());
+  }
+  std::printf("wrote %s\n", options.output.string().c_str());
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  CLI::App app{
+      "Runs the ResNet-FPN backbone of a converted torchvision detector on IMAGE, preprocessed\n"
+      "as torchvision's GeneralizedRCNNTransform does (x / 255, ImageNet mean and std, bilinear\n"
+      "resize, zero padding to a multiple of 32), and writes its feature maps as safetensors:\n"
+      "p2..p6 as F32 [1, 256, H, W] at strides 4..64 of the padded image, c2..c5 with --stages.\n"
+      "The metadata records arch, weights, image, min_size, max_size, original_height/width,\n"
+      "resized_height/width and padded_height/width.",
+      "fpn_features"};
+  Options options;
+  app.add_option("--arch", options.arch, "backbone architecture")
+      ->required()
+      ->check(CLI::IsMember(architecture_names()));
+  app.add_option("--weights", options.weights,
+                 "a converted detector checkpoint (tools/convert_torchvision.py) with this "
+                 "backbone; only its backbone.* tensors are read")
+      ->required();
+  app.add_option("--output", options.output, "where to write the features (safetensors)")
+      ->required();
+  app.add_flag("--stages", options.stages,
+               "also write the ResNet stage outputs c2..c5 (F32 [1, C, H, W], C = 64..512 for "
+               "ResNet-18/34, 256..2048 for ResNet-50/101)");
+  fpn::examples::add_image_options(app, options.min_size, options.max_size, options.image);
+  app.footer(std::string(fpn::examples::exit_status_help));
+  return fpn::examples::run_command_line(app, argc, argv, [&] { run(options); });
+}

@@ -1,0 +1,19 @@
+# End-to-end tests of the example programs (examples/fpn_detect, examples/fpn_features), include()d
+# from tests/CMakeLists.txt. tests/app/test_cli.py runs the built programs on the detector
+# fixture's seeded weights and compares their outputs with torchvision's, which
+# tools/fixtures/cli.py computes from those same weights.
+if(FPN_BUILD_EXAMPLES)
+  # cli.py reads the detector fixture's det_model_*.safetensors, so it runs after that step.
+  add_test(NAME fixture_cli
+    COMMAND ${FPN_PYTHON} ${PROJECT_SOURCE_DIR}/tools/fixtures/cli.py --out ${FPN_FIXTURE_DIR})
+  set_tests_properties(fixture_cli PROPERTIES
+    FIXTURES_SETUP cli_fixture FIXTURES_REQUIRED fixtures_test_models)
+
+  # The example targets are defined after tests/ is processed; generator expressions resolve late.
+  add_test(NAME examples_cli
+    COMMAND ${FPN_PYTHON} ${CMAKE_CURRENT_LIST_DIR}/test_cli.py
+      --detect $<TARGET_FILE:fpn_detect> --features $<TARGET_FILE:fpn_features>
+      --fixtures ${FPN_FIXTURE_DIR})
+  set_tests_properties(examples_cli PROPERTIES
+    FIXTURES_REQUIRED "fixtures_test_models;cli_fixture" TIMEOUT 900)
+endif()

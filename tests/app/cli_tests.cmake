@@ -15,13 +15,14 @@ if(FPN_BUILD_EXAMPLES)
       --detect $<TARGET_FILE:fpn_detect> --features $<TARGET_FILE:fpn_features>
       --fixtures ${FPN_FIXTURE_DIR})
   set_tests_properties(examples_cli PROPERTIES
-    FIXTURES_REQUIRED "fixtures_test_models;cli_fixture" TIMEOUT 900)
+    FIXTURES_REQUIRED "fixtures_test_models;cli_fixture" TIMEOUT 900
+    RESOURCE_LOCK ${FPN_CORES_LOCK})
 
   # The README's library example runs on a seeded Mask R-CNN R50 and prints its detections.
   add_test(NAME examples_detect_minimal
     COMMAND detect_minimal ${FPN_FIXTURE_DIR}/det_model_maskrcnn_resnet50_fpn.safetensors
       ${FPN_FIXTURE_DIR}/cli_image.png)
   set_tests_properties(examples_detect_minimal PROPERTIES
-    FIXTURES_REQUIRED "fixtures_test_models;cli_fixture"
+    FIXTURES_REQUIRED "fixtures_test_models;cli_fixture" RESOURCE_LOCK ${FPN_CORES_LOCK}
     PASS_REGULAR_EXPRESSION "label +[0-9]+  score 0\\.[0-9]+  box \\[.*mask area [0-9]+")
 endif()

@@ -3,6 +3,9 @@
 // and the whole pipeline from 8-bit pixels to pasted masks.
 #include <gtest/gtest.h>
 
+#include <cmath>
+#include <tuple>
+
 #include "../support/detections.hpp"
 #include "../support/fixtures.hpp"
 #include "fpn/models/two_stage_detector.hpp"
@@ -90,6 +93,23 @@ void check_case(const std::string& name) {
     EXPECT_TRUE(report.failures.empty()) << report.summary();
     EXPECT_GE(reference.size(), 50u) << "the fixture should make a hard case of ~100 detections";
     std::cout << "[ roi heads ] " << name << ": " << report.summary() << "\n";
+
+    if constexpr (Detector::has_mask) {  // Stage 2b: the mask branch's 28x28 probabilities
+      const Tensor<float> reference_masks = f.load_float("roi_masks");
+      const Tensor<float> masks = detector.predict_masks(pyramid, boxes.boxes, boxes.labels, image);
+      ASSERT_EQ(masks.dim(1), reference_masks.dim(1));
+      const std::int64_t pixels = masks.dim(1) * masks.dim(2);
+      double worst = 0;
+      for (const auto& [r, o] : report.pairs) {
+        for (std::int64_t p = 0; p < pixels; ++p) {
+          worst = std::max(worst, double(std::abs(masks.data()[static_cast<std::int64_t>(o) * pixels + p] -
+                                                  reference_masks.data()[static_cast<std::int64_t>(r) * pixels + p])));
+        }
+      }
+      EXPECT_LE(worst, 1e-3) << "28x28 mask probabilities";
+      std::cout << "[ mask head ] " << name << ": worst |probability difference| " << worst << " over "
+                << report.pairs.size() << " detections\n";
+    }
   }
 
   {  // Stage 3: the whole pipeline from pixels, boxes in original-image pixels, pasted masks.
@@ -109,12 +129,16 @@ void check_case(const std::string& name) {
     std::cout << "[ detect    ] " << name << ": " << report.summary() << "\n";
 
     if constexpr (Detector::has_mask) {
-      const Tensor<float> masks = f.load_float("masks");  // [D, H, W] probabilities
+      // Our 28x28 masks of the same detections, to re-paste where the paste box is a near-tie.
+      const nn::Proposals proposals = detector.propose(pyramid, image);
+      const nn::BoxDetections final_boxes = detector.detect_boxes(pyramid, proposals.boxes, image);
+      ASSERT_EQ(static_cast<std::size_t>(final_boxes.boxes.dim(0)), detections.items.size());
+      const Tensor<float> masks28 = detector.predict_masks(pyramid, final_boxes.boxes, final_boxes.labels, image);
+      const std::int64_t side = masks28.dim(1);
+
+      const Tensor<float> masks = f.load_float("masks");  // [D, H, W] 0/1, torchvision's masks > 0.5
       const std::int64_t height = masks.dim(1), width = masks.dim(2);
-      double worst = 1.0;
-      for (const auto& [r, o] : report.pairs) {
-        ASSERT_TRUE(detections.items[o].mask.has_value());
-        const auto ours = detections.items[o].mask->binary(height, width);
+      auto mask_iou = [&](std::size_t r, const std::vector<std::uint8_t>& ours) {
         std::int64_t intersection = 0, union_count = 0;
         for (std::int64_t p = 0; p < height * width; ++p) {
           const bool a = masks.data()[static_cast<std::int64_t>(r) * height * width + p] > 0.5f;
@@ -122,12 +146,47 @@ void check_case(const std::string& name) {
           intersection += a && b;
           union_count += a || b;
         }
-        const double mask_iou = union_count == 0 ? 1.0 : double(intersection) / double(union_count);
-        worst = std::min(worst, mask_iou);
-        EXPECT_GE(mask_iou, 0.98) << "mask of " << fpn::testing::describe(reference[r]);
+        return union_count == 0 ? 1.0 : double(intersection) / double(union_count);
+      };
+      double worst = 1.0;
+      std::size_t paste_ties = 0;
+      for (const auto& [r, o] : report.pairs) {
+        const Detection& ours = detections.items[o];
+        ASSERT_TRUE(ours.mask.has_value());
+        // paste_masks_in_image truncates the grown box to integers: where a corner of the
+        // reference's grown box is within float noise of an integer, the two pastes may be one
+        // pixel apart, which on a small, ragged mask costs more than 2% IoU. Such a near-tie is
+        // reported, and our 28x28 mask is checked pasted into torchvision's box instead.
+        const nn::PasteGeometry theirs_at = nn::paste_geometry(reference[r].box, side);
+        const nn::PasteGeometry ours_at = nn::paste_geometry(ours.box, side);
+        std::vector<std::uint8_t> binary;
+        if (std::tie(theirs_at.x0, theirs_at.y0, theirs_at.x1, theirs_at.y1) ==
+            std::tie(ours_at.x0, ours_at.y0, ours_at.x1, ours_at.y1)) {
+          binary = ours.mask->binary(height, width);
+        } else {
+          bool near_integer = true;
+          for (std::size_t c = 0; c < 4; ++c) {
+            const float corner = theirs_at.expanded[c];
+            if (std::trunc(corner) != std::trunc(ours_at.expanded[c])) {
+              near_integer = near_integer && std::abs(corner - std::round(corner)) <= 1e-2f;
+            }
+          }
+          EXPECT_TRUE(near_integer) << "paste boxes differ away from an integer boundary: "
+                                    << fpn::testing::describe(reference[r]);
+          ++paste_ties;
+          std::cout << "  paste tie: " << fpn::testing::describe(reference[r]) << ": grown box ["
+                    << theirs_at.expanded[0] << ", " << theirs_at.expanded[1] << ", "
+                    << theirs_at.expanded[2] << ", " << theirs_at.expanded[3] << "]\n";
+          binary = nn::paste_mask(masks28.data() + static_cast<std::int64_t>(o) * side * side, side,
+                                  reference[r].box, height, width)
+                       .binary(height, width);
+        }
+        const double iou = mask_iou(r, binary);
+        worst = std::min(worst, iou);
+        EXPECT_GE(iou, 0.98) << "mask of " << fpn::testing::describe(reference[r]);
       }
       std::cout << "[ masks     ] " << name << ": worst mask IoU " << worst << " over "
-                << report.pairs.size() << " detections\n";
+                << report.pairs.size() << " detections, " << paste_ties << " paste near-ties\n";
     }
   }
 }

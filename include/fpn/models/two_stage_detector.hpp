@@ -13,6 +13,7 @@
 #include <optional>
 #include <string>
 #include <utility>
+#include <vector>
 
 #include "fpn/core/errors.hpp"
 #include "fpn/core/tensor.hpp"
@@ -129,6 +130,25 @@ class TwoStageDetector {
                                  image.resized_width, params_.roi_heads);
   }
 
+  // The mask branch before pasting. boxes: [D, 4] in resized-image pixels (as detect_boxes
+  // returns them); labels: D class indices. returns [D, 28, 28] probabilities of those classes.
+  Tensor<float> predict_masks(const nn::FeaturePyramid& pyramid, const Tensor<float>& boxes,
+                              const std::vector<std::int64_t>& labels,
+                              const nn::PreprocessedImage& image) const
+    requires has_mask
+  {
+    if (boxes.rank() != 2 || boxes.dim(1) != 4) {
+      detail::throw_shape_error("predict_masks", "boxes", "[D, 4]", boxes.shape().dims());
+    }
+    if (static_cast<std::size_t>(boxes.dim(0)) != labels.size()) {
+      detail::throw_argument_error("predict_masks", "one label per box expected, got " +
+                                                        std::to_string(labels.size()) + " labels for " +
+                                                        std::to_string(boxes.dim(0)) + " boxes");
+    }
+    const Tensor<float> pooled = mask_pooler_.forward(pyramid, boxes, image.resized_height);
+    return mask_head_.forward(pooled, labels);
+  }
+
   Detections detect_from_proposals(const nn::FeaturePyramid& pyramid, const Tensor<float>& proposals,
                                    const nn::PreprocessedImage& image) const {
     const nn::BoxDetections boxes = detect_boxes(pyramid, proposals, image);
@@ -149,8 +169,7 @@ class TwoStageDetector {
     }
     if constexpr (has_mask) {
       if (count > 0) {
-        const Tensor<float> pooled = mask_pooler_.forward(pyramid, boxes.boxes, image.resized_height);
-        const Tensor<float> masks = mask_head_.forward(pooled, boxes.labels);
+        const Tensor<float> masks = predict_masks(pyramid, boxes.boxes, boxes.labels, image);
         const std::int64_t side = masks.dim(1);
         for (std::int64_t i = 0; i < count; ++i) {
           result.items[static_cast<std::size_t>(i)].mask =

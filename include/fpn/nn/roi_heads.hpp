@@ -200,26 +200,41 @@ class MaskHead {
   Tensor<float> upsample_weight_, upsample_bias_, logits_weight_, logits_bias_;
 };
 
-// paste_masks_in_image for one mask: the M x M mask is zero-padded to M + 2, the box grown by
-// (M + 2) / M about its centre and truncated to integers, the padded mask bilinearly resized to
-// the box (at least 1 x 1) and clipped to the image. box: original-image pixels.
+// Where paste_masks_in_image puts an M x M mask: the box grown by (M + 2) / M about its centre
+// (for the one-pixel zero padding), in float32 as torchvision, then truncated toward zero by
+// .to(torch.int64). The float corners are kept: a corner within float noise of an integer is where
+// two implementations may paste one pixel apart.
+struct PasteGeometry {
+  std::array<float, 4> expanded;  // (x0, y0, x1, y1) before truncation
+  std::int64_t x0, y0, x1, y1;    // inclusive integer corners
+  std::int64_t width() const { return std::max<std::int64_t>(x1 - x0 + 1, 1); }
+  std::int64_t height() const { return std::max<std::int64_t>(y1 - y0 + 1, 1); }
+};
+
+inline PasteGeometry paste_geometry(const std::array<float, 4>& box, std::int64_t side) {
+  const auto scale = static_cast<float>(static_cast<double>(side + 2) / static_cast<double>(side));
+  const float w_half = (box[2] - box[0]) * 0.5f * scale;
+  const float h_half = (box[3] - box[1]) * 0.5f * scale;
+  const float x_c = (box[2] + box[0]) * 0.5f;
+  const float y_c = (box[3] + box[1]) * 0.5f;
+  PasteGeometry g{{x_c - w_half, y_c - h_half, x_c + w_half, y_c + h_half}, 0, 0, 0, 0};
+  g.x0 = static_cast<std::int64_t>(g.expanded[0]);
+  g.y0 = static_cast<std::int64_t>(g.expanded[1]);
+  g.x1 = static_cast<std::int64_t>(g.expanded[2]);
+  g.y1 = static_cast<std::int64_t>(g.expanded[3]);
+  return g;
+}
+
+// paste_masks_in_image for one mask: the M x M mask is zero-padded to M + 2, placed by
+// paste_geometry, bilinearly resized to the grown box (at least 1 x 1) and clipped to the image.
+// box: original-image pixels.
 inline PastedMask paste_mask(const float* mask, std::int64_t side, const std::array<float, 4>& box,
                              std::int64_t image_height, std::int64_t image_width) {
   const std::int64_t padded_side = side + 2;
-  const auto scale = static_cast<float>(static_cast<double>(padded_side) / static_cast<double>(side));
-  float w_half = (box[2] - box[0]) * 0.5f;
-  float h_half = (box[3] - box[1]) * 0.5f;
-  const float x_c = (box[2] + box[0]) * 0.5f;
-  const float y_c = (box[3] + box[1]) * 0.5f;
-  w_half *= scale;
-  h_half *= scale;
-  // .to(torch.int64) truncates toward zero.
-  const auto bx0 = static_cast<std::int64_t>(x_c - w_half);
-  const auto by0 = static_cast<std::int64_t>(y_c - h_half);
-  const auto bx1 = static_cast<std::int64_t>(x_c + w_half);
-  const auto by1 = static_cast<std::int64_t>(y_c + h_half);
-  const std::int64_t width = std::max<std::int64_t>(bx1 - bx0 + 1, 1);
-  const std::int64_t height = std::max<std::int64_t>(by1 - by0 + 1, 1);
+  const PasteGeometry geometry = paste_geometry(box, side);
+  const std::int64_t bx0 = geometry.x0, by0 = geometry.y0, bx1 = geometry.x1, by1 = geometry.y1;
+  const std::int64_t width = geometry.width();
+  const std::int64_t height = geometry.height();
 
   PastedMask pasted;
   pasted.x0 = std::max<std::int64_t>(bx0, 0);

@@ -1,20 +1,28 @@
-// fpn_detect: runs a torchvision Faster R-CNN or Mask R-CNN (converted to safetensors by
-// tools/convert_torchvision.py) on one image, and writes the detections as a COCO results file
-// and, optionally, drawn onto the image as PNG.
+// fpn_detect: runs a Faster R-CNN or Mask R-CNN on images and writes the detections as one COCO
+// results file and, optionally, drawn onto each image as PNG.
 //
+//   fpn_detect photo.jpg                                   the bundled demo model, printed only
 //   fpn_detect --arch maskrcnn_resnet50_fpn --weights maskrcnn.safetensors
 //              --json detections.json --output detections.png photo.jpg
+//   fpn_detect --weights W.safetensors --json all.json --output-dir drawn/ photos/ more.png
 //
-// The eight architectures are eight compile-time types; --arch picks one of eight instantiations
-// of run_detector below.
+// Weights are torchvision checkpoints converted by tools/convert_torchvision.py, or the demo model
+// of tools/train_demo.py, found beside the program (build tree) or in ../share/fpn (install tree).
+// Every architecture is a compile-time type; --arch (or the weights' "arch" metadata) picks one.
+#include <unistd.h>
+
+#include <algorithm>
 #include <array>
 #include <charconv>
 #include <chrono>
 #include <cstdio>
 #include <cstdlib>
 #include <filesystem>
+#include <functional>
 #include <iostream>
 #include <nlohmann/json.hpp>
+#include <optional>
+#include <set>
 #include <string>
 #include <string_view>
 #include <utility>
@@ -26,6 +34,7 @@
 #include "common/image_io.hpp"
 #include "fpn/io/atomic_file.hpp"
 #include "fpn/io/safetensors.hpp"
+#include "fpn/models/shapes_demo.hpp"
 #include "fpn/models/two_stage_detector.hpp"
 
 namespace {
@@ -35,58 +44,55 @@ using fpn::Detection;
 using fpn::Detections;
 using fpn::examples::RgbImage;
 
-struct Options {
-  std::string arch;
-  fs::path weights;
-  fs::path json;
-  fs::path output;  // empty: no picture
-  fs::path image;
-  float score_thresh = 0.05f;  // torchvision's box_score_thresh
-  std::int64_t min_size = 800;
-  std::int64_t max_size = 1333;
-};
+constexpr std::string_view demo_arch = "maskrcnn_shapes_demo";
+constexpr std::string_view demo_weights_name = "demo_shapes_maskrcnn.safetensors";
 
-struct RunResult {
-  Detections detections;
-  std::int64_t num_classes = 0;
-  double load_seconds = 0.0;
-  double detect_seconds = 0.0;
+struct Options {
+  std::string arch;    // empty: the weights' "arch" metadata, or the demo model
+  fs::path weights;    // empty: the bundled demo model
+  fs::path json;       // empty: print only
+  fs::path output;     // one image drawn here (PNG)
+  fs::path output_dir; // every image drawn here as <name>.png
+  std::vector<fs::path> inputs;
+  float score_thresh = 0.05f;  // torchvision's box_score_thresh
+  std::int64_t min_size = 0;   // 0: the weights' "min_size" metadata, else torchvision's 800
+  std::int64_t max_size = 0;   // 0: the weights' "max_size" metadata, else 1333
+  std::int64_t max_pixels = fpn::examples::default_max_pixels;  // refused from the header
 };
 
 double seconds_since(std::chrono::steady_clock::time_point start) {
   return std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
 }
 
+// A loaded detector behind one signature, whichever compile-time type it is.
+struct LoadedDetector {
+  std::int64_t num_classes = 0;
+  std::function<Detections(const RgbImage&)> detect;
+};
+
 template <typename Detector>
-RunResult run_detector(const fpn::io::SafeTensors& weights, const fpn::DetectorParams& params,
-                       const RgbImage& image) {
-  const auto start = std::chrono::steady_clock::now();
-  const Detector detector = Detector::load(fpn::nn::WeightReader(weights), params);
-  RunResult result;
-  result.num_classes = detector.num_classes();
-  result.load_seconds = seconds_since(start);
-  const auto detect_start = std::chrono::steady_clock::now();
-  result.detections = detector.detect(image.view());
-  result.detect_seconds = seconds_since(detect_start);
-  return result;
+LoadedDetector load_detector(const fpn::io::SafeTensors& weights, const fpn::DetectorParams& params) {
+  auto detector = std::make_shared<const Detector>(Detector::load(fpn::nn::WeightReader(weights), params));
+  return {detector->num_classes(), [detector](const RgbImage& image) { return detector->detect(image.view()); }};
 }
 
 struct Architecture {
   std::string_view name;
-  RunResult (*run)(const fpn::io::SafeTensors&, const fpn::DetectorParams&, const RgbImage&);
+  LoadedDetector (*load)(const fpn::io::SafeTensors&, const fpn::DetectorParams&);
 };
 
 // torchvision's builder names (fasterrcnn_resnet50_fpn, ...), as tools/convert_torchvision.py
-// takes them and records them in the checkpoint's "arch" metadata.
-constexpr std::array<Architecture, 8> architectures = {{
-    {"fasterrcnn_resnet18_fpn", &run_detector<fpn::FasterRCNNResNet18FPN>},
-    {"fasterrcnn_resnet34_fpn", &run_detector<fpn::FasterRCNNResNet34FPN>},
-    {"fasterrcnn_resnet50_fpn", &run_detector<fpn::FasterRCNNResNet50FPN>},
-    {"fasterrcnn_resnet101_fpn", &run_detector<fpn::FasterRCNNResNet101FPN>},
-    {"maskrcnn_resnet18_fpn", &run_detector<fpn::MaskRCNNResNet18FPN>},
-    {"maskrcnn_resnet34_fpn", &run_detector<fpn::MaskRCNNResNet34FPN>},
-    {"maskrcnn_resnet50_fpn", &run_detector<fpn::MaskRCNNResNet50FPN>},
-    {"maskrcnn_resnet101_fpn", &run_detector<fpn::MaskRCNNResNet101FPN>},
+// takes them and records them in the checkpoint's "arch" metadata, and the demo model's.
+constexpr std::array<Architecture, 9> architectures = {{
+    {"fasterrcnn_resnet18_fpn", &load_detector<fpn::FasterRCNNResNet18FPN>},
+    {"fasterrcnn_resnet34_fpn", &load_detector<fpn::FasterRCNNResNet34FPN>},
+    {"fasterrcnn_resnet50_fpn", &load_detector<fpn::FasterRCNNResNet50FPN>},
+    {"fasterrcnn_resnet101_fpn", &load_detector<fpn::FasterRCNNResNet101FPN>},
+    {"maskrcnn_resnet18_fpn", &load_detector<fpn::MaskRCNNResNet18FPN>},
+    {"maskrcnn_resnet34_fpn", &load_detector<fpn::MaskRCNNResNet34FPN>},
+    {"maskrcnn_resnet50_fpn", &load_detector<fpn::MaskRCNNResNet50FPN>},
+    {"maskrcnn_resnet101_fpn", &load_detector<fpn::MaskRCNNResNet101FPN>},
+    {demo_arch, &load_detector<fpn::MaskRCNNShapesDemo>},
 }};
 
 std::vector<std::string> architecture_names() {
@@ -99,7 +105,9 @@ const Architecture& find_architecture(std::string_view name) {
   for (const Architecture& arch : architectures) {
     if (arch.name == name) return arch;
   }
-  throw fpn::ArgumentError("unknown architecture '" + std::string(name) + "'");
+  std::string valid;
+  for (const Architecture& arch : architectures) valid += (valid.empty() ? "" : ", ") + std::string(arch.name);
+  throw fpn::ArgumentError("unknown architecture '" + std::string(name) + "', expected one of " + valid);
 }
 
 // A checkpoint that names its architecture must be for --arch, or be the Mask R-CNN of the same
@@ -119,6 +127,65 @@ void check_weights_arch(const fpn::io::SafeTensors& weights, std::string_view ar
   }
 }
 
+std::optional<std::string> metadata_value(const fpn::io::SafeTensors& weights, const std::string& key) {
+  const auto found = weights.metadata().find(key);
+  if (found == weights.metadata().end()) return std::nullopt;
+  return found->second;
+}
+
+// The demo model: beside this program (the build tree), or in ../share/fpn (an install tree).
+fs::path find_demo_weights() {
+  std::error_code error;
+  fs::path program = fs::read_symlink("/proc/self/exe", error);
+  std::vector<fs::path> candidates;
+  if (!error) {
+    candidates.push_back(program.parent_path() / demo_weights_name);
+    candidates.push_back(program.parent_path().parent_path() / "share" / "fpn" / demo_weights_name);
+  }
+  std::string tried;
+  for (const fs::path& candidate : candidates) {
+    if (fs::is_regular_file(candidate, error)) return candidate;
+    tried += "\n  " + candidate.string();
+  }
+  throw fpn::IoError("the bundled demo model " + std::string(demo_weights_name) +
+                     " is in none of its places:" + tried +
+                     "\ngive a model with --arch and --weights");
+}
+
+// Class names: the weights' "class_names" metadata (a JSON list, index = label), else COCO's for
+// a model with torchvision's 91 COCO outputs.
+std::vector<std::string> class_names(const fpn::io::SafeTensors& weights, std::int64_t num_classes) {
+  std::vector<std::string> names;
+  if (auto text = metadata_value(weights, "class_names")) {
+    const nlohmann::json list = nlohmann::json::parse(*text, nullptr, false);
+    if (!list.is_array()) {
+      throw fpn::WeightError("weights file '" + weights.source() +
+                             "': metadata class_names must be a JSON list of strings");
+    }
+    for (const auto& name : list) {
+      if (!name.is_string()) {
+        throw fpn::WeightError("weights file '" + weights.source() +
+                               "': metadata class_names must be a JSON list of strings");
+      }
+      names.push_back(name.get<std::string>());
+    }
+  } else if (num_classes == static_cast<std::int64_t>(fpn::examples::coco_category_names.size())) {
+    for (const auto name : fpn::examples::coco_category_names) names.emplace_back(name);
+  }
+  return names;
+}
+
+std::optional<std::string> category_name(const std::vector<std::string>& names, std::int64_t label) {
+  if (label <= 0 || label >= static_cast<std::int64_t>(names.size())) return std::nullopt;
+  const std::string& name = names[static_cast<std::size_t>(label)];
+  if (name.empty()) return std::nullopt;
+  return name;
+}
+
+std::string caption_name(const std::vector<std::string>& names, std::int64_t label) {
+  return category_name(names, label).value_or("label " + std::to_string(label));
+}
+
 // A float as the shortest decimal that reads back as the same float: 0.7 stays 0.7 in the JSON
 // rather than 0.699999988079071 (the float widened to double).
 double json_number(float value) {
@@ -127,27 +194,14 @@ double json_number(float value) {
   return std::strtod(std::string(text.data(), written.ptr).c_str(), nullptr);
 }
 
-std::string category_name(std::int64_t label, std::int64_t num_classes) {
-  // COCO names only for a model with torchvision's 91 COCO outputs.
-  if (num_classes == static_cast<std::int64_t>(fpn::examples::coco_category_names.size())) {
-    if (auto name = fpn::examples::coco_category_name(label)) return std::string(*name);
-  }
-  return "label " + std::to_string(label);
-}
-
-// The COCO results format (https://cocodataset.org/#format-results), one object per line.
-std::string coco_results_json(const Detections& detections, std::int64_t num_classes) {
-  std::string text = "[";
-  for (std::size_t i = 0; i < detections.items.size(); ++i) {
-    const Detection& detection = detections.items[i];
+// One image's entries of the COCO results format (https://cocodataset.org/#format-results).
+void append_coco_results(std::string& text, const Detections& detections, std::int64_t image_id,
+                         const std::vector<std::string>& names) {
+  for (const Detection& detection : detections.items) {
     nlohmann::ordered_json entry;
-    entry["image_id"] = 0;
+    entry["image_id"] = image_id;
     entry["category_id"] = detection.label;
-    if (num_classes == static_cast<std::int64_t>(fpn::examples::coco_category_names.size())) {
-      if (auto name = fpn::examples::coco_category_name(detection.label)) {
-        entry["category_name"] = std::string(*name);
-      }
-    }
+    if (auto name = category_name(names, detection.label)) entry["category_name"] = *name;
     const auto& box = detection.box;
     entry["bbox"] = {json_number(box[0]), json_number(box[1]), json_number(box[2] - box[0]),
                      json_number(box[3] - box[1])};
@@ -160,110 +214,319 @@ std::string coco_results_json(const Detections& detections, std::int64_t num_cla
       entry["segmentation"] = {{"size", {detections.image_height, detections.image_width}},
                                {"counts", fpn::examples::rle_to_string(counts)}};
     }
-    text += (i == 0 ? "\n" : ",\n") + entry.dump();
+    text += (text.size() == 1 ? "\n" : ",\n") + entry.dump();
   }
-  return text + (detections.items.empty() ? "]\n" : "\n]\n");
 }
 
-void print_summary(const Options& options, const RgbImage& image, const RunResult& result) {
-  const auto& items = result.detections.items;
-  std::printf(
-      "%s: %s, %lldx%lld: %zu detection%s with score > %g (weights loaded in %.2f s, "
-      "detection %.2f s)\n",
-      options.arch.c_str(), options.image.string().c_str(), static_cast<long long>(image.width),
-      static_cast<long long>(image.height), items.size(), items.size() == 1 ? "" : "s",
-      static_cast<double>(options.score_thresh), result.load_seconds, result.detect_seconds);
+void print_detections(const Detections& detections, const std::vector<std::string>& names,
+                      const Options& options) {
   constexpr std::size_t shown = 20;
+  const auto& items = detections.items;
   for (std::size_t i = 0; i < items.size() && i < shown; ++i) {
     const Detection& detection = items[i];
     std::printf("  %-16s %.3f  box [%.1f, %.1f, %.1f, %.1f]%s\n",
-                category_name(detection.label, result.num_classes).c_str(),
-                static_cast<double>(detection.score), static_cast<double>(detection.box[0]),
-                static_cast<double>(detection.box[1]), static_cast<double>(detection.box[2]),
-                static_cast<double>(detection.box[3]), detection.mask ? "  + mask" : "");
+                caption_name(names, detection.label).c_str(), static_cast<double>(detection.score),
+                static_cast<double>(detection.box[0]), static_cast<double>(detection.box[1]),
+                static_cast<double>(detection.box[2]), static_cast<double>(detection.box[3]),
+                detection.mask ? "  + mask" : "");
   }
   if (items.size() > shown) {
-    std::printf("  ... and %zu more in %s\n", items.size() - shown, options.json.string().c_str());
+    std::printf("  ... and %zu more%s%s\n", items.size() - shown,
+                options.json.empty() ? "" : " in ", options.json.string().c_str());
   }
 }
 
-void run(const Options& options) {
-  // Everything that can be checked cheaply is checked before the weights are read.
-  const Architecture& arch = find_architecture(options.arch);
-  fpn::examples::check_output_file(options.json, "JSON");
+bool is_image_file(const fs::path& path) {
+  static const std::set<std::string> extensions = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tga",
+                                                   ".psd", ".hdr", ".pic", ".pnm", ".ppm", ".pgm"};
+  std::string extension = path.extension().string();
+  std::ranges::transform(extension, extension.begin(), [](unsigned char c) { return std::tolower(c); });
+  return extensions.contains(extension);
+}
+
+// The inputs in command-line order; a directory stands for its image files (by extension, not
+// recursive), sorted by name.
+std::vector<fs::path> expand_inputs(const std::vector<fs::path>& inputs) {
+  std::vector<fs::path> images;
+  for (const fs::path& input : inputs) {
+    std::error_code error;
+    if (!fs::is_directory(input, error)) {
+      fpn::examples::check_input_file(input, "image");
+      images.push_back(input);
+      continue;
+    }
+    std::vector<fs::path> found;
+    for (const fs::directory_entry& entry : fs::directory_iterator(input, error)) {
+      if (entry.is_regular_file(error) && is_image_file(entry.path())) found.push_back(entry.path());
+    }
+    if (error) throw fpn::IoError("cannot list directory '" + input.string() + "': " + error.message());
+    if (found.empty()) {
+      throw fpn::IoError("directory '" + input.string() + "' holds no image files (.png, .jpg, ...)");
+    }
+    std::ranges::sort(found);
+    images.insert(images.end(), found.begin(), found.end());
+  }
+  return images;
+}
+
+// <dir>/<stem>.png, with -2, -3, ... where two inputs share a stem.
+std::vector<fs::path> drawn_paths(const std::vector<fs::path>& images, const fs::path& directory) {
+  std::vector<fs::path> paths;
+  std::set<std::string> taken;
+  for (const fs::path& image : images) {
+    std::string name = image.stem().string() + ".png";
+    for (int suffix = 2; taken.contains(name); ++suffix) {
+      name = image.stem().string() + "-" + std::to_string(suffix) + ".png";
+    }
+    taken.insert(name);
+    paths.push_back(directory / name);
+  }
+  return paths;
+}
+
+// "[=========>          ] 12/40 images, 3.1 images/s" on a terminal's stderr, redrawn in place.
+class ProgressBar {
+ public:
+  explicit ProgressBar(std::size_t total)
+      : total_(total), enabled_(total > 1 && isatty(fileno(stderr)) == 1),
+        start_(std::chrono::steady_clock::now()) {}
+  void update(std::size_t done) const {
+    if (!enabled_) return;
+    constexpr std::size_t width = 30;
+    const std::size_t filled = width * done / total_;
+    std::string bar(filled, '=');
+    if (filled < width) bar += '>' + std::string(width - filled - 1, ' ');
+    const double elapsed = seconds_since(start_);
+    std::fprintf(stderr, "\r[%s] %zu/%zu images, %.2f images/s", bar.c_str(), done, total_,
+                 elapsed > 0 ? static_cast<double>(done) / elapsed : 0.0);
+    if (done == total_) std::fputc('\n', stderr);
+    std::fflush(stderr);
+  }
+  // Erases the bar, so that a line printed next (to stderr or to stdout on the same terminal)
+  // does not land behind it; update() draws it again.
+  void clear() const {
+    if (!enabled_) return;
+    std::fputs("\r\033[K", stderr);
+    std::fflush(stderr);
+  }
+  // A message on its own line, the bar redrawn below it.
+  void message(const std::string& text, std::size_t done) const {
+    clear();
+    std::fprintf(stderr, "%s\n", text.c_str());
+    update(done);
+  }
+
+ private:
+  std::size_t total_;
+  bool enabled_;
+  std::chrono::steady_clock::time_point start_;
+};
+
+void check_options(Options& options) {
+  if (options.inputs.empty()) throw fpn::examples::UsageError("give at least one IMAGE");
+  if (!options.output.empty() && !options.output_dir.empty()) {
+    throw fpn::examples::UsageError("--output and --output-dir exclude each other");
+  }
+  if (options.weights.empty() && !options.arch.empty() && options.arch != demo_arch) {
+    throw fpn::examples::UsageError("--arch " + options.arch + " needs --weights");
+  }
+  if (!options.json.empty()) fpn::examples::check_output_file(options.json, "JSON");
   if (!options.output.empty()) {
     fpn::examples::check_output_file(options.output, "image");
     std::error_code output_error;
     std::error_code json_error;
     const fs::path output = fs::weakly_canonical(options.output, output_error);
     const fs::path json = fs::weakly_canonical(options.json, json_error);
-    if (!output_error && !json_error && output == json) {
-      throw fpn::ArgumentError("--json and --output name the same file '" + options.json.string() +
-                               "'");
+    if (!options.json.empty() && !output_error && !json_error && output == json) {
+      throw fpn::ArgumentError("--json and --output name the same file '" + options.json.string() + "'");
     }
   }
-  fpn::examples::check_input_file(options.image, "image");
-  fpn::examples::check_input_file(options.weights, "weights file");
-  RgbImage image = fpn::examples::load_image_rgb(options.image);
-
-  const auto open_start = std::chrono::steady_clock::now();
-  const fpn::io::SafeTensors weights = fpn::io::SafeTensors::open(options.weights);
-  check_weights_arch(weights, arch.name);
-  const double open_seconds = seconds_since(open_start);
-  fpn::DetectorParams params;
-  params.transform.min_size = options.min_size;
-  params.transform.max_size = options.max_size;
-  params.roi_heads.score_thresh = options.score_thresh;
-  RunResult result = arch.run(weights, params, image);
-  result.load_seconds += open_seconds;
-
-  // Both outputs are complete in memory before either file is touched.
-  const std::string json = coco_results_json(result.detections, result.num_classes);
-  print_summary(options, image, result);
-  if (!options.output.empty()) {
-    const auto caption = [&](const Detection& detection) {
-      char score[16];
-      std::snprintf(score, sizeof score, "%.2f", static_cast<double>(detection.score));
-      return category_name(detection.label, result.num_classes) + " " + score;
-    };
-    fpn::examples::draw_detections(image, result.detections, caption,
-                                   fpn::examples::style_for(image.height, image.width));
-    fpn::examples::save_png_atomically(options.output, image);
+  if (!options.output_dir.empty()) {
+    std::error_code error;
+    if (!fs::is_directory(options.output_dir, error)) {
+      throw fpn::IoError("--output-dir '" + options.output_dir.string() + "' is not an existing directory");
+    }
   }
-  fpn::io::write_file_atomically(options.json, json);
+}
+
+std::int64_t size_option(std::int64_t given, const fpn::io::SafeTensors& weights, const char* key,
+                         std::int64_t fallback) {
+  if (given > 0) return given;
+  if (auto text = metadata_value(weights, key)) {
+    std::int64_t value = 0;
+    const auto [end, error] = std::from_chars(text->data(), text->data() + text->size(), value);
+    if (error != std::errc() || end != text->data() + text->size() || value <= 0) {
+      throw fpn::WeightError("weights file '" + weights.source() + "': metadata " + key +
+                             " must be a positive integer, got \"" + *text + "\"");
+    }
+    return value;
+  }
+  return fallback;
+}
+
+int run(Options& options) {
+  // Everything that can be checked cheaply is checked before the weights are read.
+  check_options(options);
+  const std::vector<fs::path> images = expand_inputs(options.inputs);
+  const bool many = images.size() > 1 || fs::is_directory(options.inputs.front());
+  if (many && !options.output.empty()) {
+    throw fpn::examples::UsageError("--output draws one image; for " + std::to_string(images.size()) +
+                                    " images use --output-dir");
+  }
+  if (options.weights.empty()) {
+    options.weights = find_demo_weights();
+    if (options.arch.empty()) options.arch = demo_arch;
+  }
+  fpn::examples::check_input_file(options.weights, "weights file");
+
+  const auto load_start = std::chrono::steady_clock::now();
+  const fpn::io::SafeTensors weights = fpn::io::SafeTensors::open(options.weights);
+  if (options.arch.empty()) {
+    const auto stored = metadata_value(weights, "arch");
+    if (!stored) {
+      throw fpn::examples::UsageError("weights file '" + options.weights.string() +
+                                      "' does not name its architecture; give --arch");
+    }
+    options.arch = *stored;
+  }
+  const Architecture& arch = find_architecture(options.arch);
+  check_weights_arch(weights, arch.name);
+  fpn::DetectorParams params;
+  params.transform.min_size = size_option(options.min_size, weights, "min_size", 800);
+  params.transform.max_size = size_option(options.max_size, weights, "max_size", 1333);
+  params.roi_heads.score_thresh = options.score_thresh;
+  const LoadedDetector detector = arch.load(weights, params);
+  const std::vector<std::string> names = class_names(weights, detector.num_classes);
+  std::printf("%s: %s loaded in %.2f s\n", std::string(arch.name).c_str(),
+              options.weights.string().c_str(), seconds_since(load_start));
+
+  const std::vector<fs::path> drawn =
+      options.output_dir.empty() ? std::vector<fs::path>{} : drawn_paths(images, options.output_dir);
+  std::string json = "[";
+  nlohmann::ordered_json image_table = nlohmann::ordered_json::array();
+  std::size_t failed = 0;
+  const ProgressBar progress(images.size());
+  const auto detect_start = std::chrono::steady_clock::now();
+  for (std::size_t index = 0; index < images.size(); ++index) {
+    const fs::path& path = images[index];
+    RgbImage image;
+    try {
+      image = fpn::examples::load_image_rgb(path, options.max_pixels);
+    } catch (const fpn::Error& error) {
+      if (!many) throw;
+      ++failed;  // in a folder, one bad file does not stop the others; the exit status says so
+      progress.message(std::string("fpn_detect: skipped: ") + error.what(), index + 1);
+      continue;
+    }
+    const auto start = std::chrono::steady_clock::now();
+    Detections detections = detector.detect(image);
+    const double seconds = seconds_since(start);
+    const auto id = static_cast<std::int64_t>(index);
+    append_coco_results(json, detections, id, names);
+    image_table.push_back({{"id", id}, {"file_name", path.string()}, {"height", image.height},
+                           {"width", image.width}});
+    if (!many) {
+      std::printf("%s, %lldx%lld: %zu detection%s with score > %g (%.2f s)\n", path.string().c_str(),
+                  static_cast<long long>(image.width), static_cast<long long>(image.height),
+                  detections.items.size(), detections.items.size() == 1 ? "" : "s",
+                  static_cast<double>(options.score_thresh), seconds);
+      print_detections(detections, names, options);
+    } else {
+      progress.clear();
+      std::printf("%lld %s: %zu detections (%.2f s)\n", static_cast<long long>(id),
+                  path.string().c_str(), detections.items.size(), seconds);
+      std::fflush(stdout);
+    }
+    const fs::path& target = many ? (drawn.empty() ? fs::path() : drawn[index]) : options.output;
+    if (!target.empty()) {
+      const auto caption = [&](const Detection& detection) {
+        char score[16];
+        std::snprintf(score, sizeof score, "%.2f", static_cast<double>(detection.score));
+        return caption_name(names, detection.label) + " " + score;
+      };
+      fpn::examples::draw_detections(image, detections, caption,
+                                     fpn::examples::style_for(image.height, image.width));
+      fpn::examples::save_png_atomically(target, image);
+    }
+    progress.update(index + 1);
+  }
+  json += json.size() == 1 ? "]\n" : "\n]\n";
+  if (many) {
+    const double seconds = seconds_since(detect_start);
+    std::printf("%zu images in %.1f s (%.2f images/s)%s\n", images.size() - failed, seconds,
+                seconds > 0 ? static_cast<double>(images.size() - failed) / seconds : 0.0,
+                failed ? (", " + std::to_string(failed) + " skipped").c_str() : "");
+  }
+  if (!options.json.empty()) {
+    if (many) {
+      // The results format has no room for file names: they go beside it, as the "images"
+      // section of a COCO annotation file ({id, file_name, height, width}).
+      fs::path table = options.json;
+      table.replace_extension(".images.json");
+      fpn::io::write_file_atomically(table, image_table.dump(1) + "\n");
+    }
+    fpn::io::write_file_atomically(options.json, json);
+  }
+  if (failed > 0) {
+    std::fprintf(stderr, "fpn_detect: %zu of %zu images could not be read\n", failed, images.size());
+    return fpn::examples::exit_failure;
+  }
+  return 0;
 }
 
 }  // namespace
 
 int main(int argc, char** argv) {
   CLI::App app{
-      "Detects objects in IMAGE with a Faster R-CNN or Mask R-CNN on a ResNet-FPN backbone,\n"
-      "equal to torchvision 0.14's, and writes the detections as a COCO results file.",
+      "Detects objects in images with a Faster R-CNN or Mask R-CNN on a ResNet-FPN backbone,\n"
+      "equal to torchvision 0.14's, prints them and writes them as one COCO results file.\n"
+      "Without --arch and --weights it runs the bundled demo model (five shapes, trained by\n"
+      "tools/train_demo.py).",
       "fpn_detect"};
   Options options;
-  app.add_option("--arch", options.arch, "detector architecture")
-      ->required()
+  app.add_option("--arch", options.arch,
+                 "detector architecture (default: the weights' \"arch\" metadata)")
       ->check(CLI::IsMember(architecture_names()));
   app.add_option("--weights", options.weights,
                  "the detector's weights as safetensors, converted from a torchvision checkpoint "
                  "by tools/convert_torchvision.py (a Mask R-CNN's weights also serve the Faster "
-                 "R-CNN of the same backbone)")
-      ->required();
+                 "R-CNN of the same backbone); default: the bundled demo model");
   app.add_option("--json", options.json,
-                 "where to write the detections: a COCO results JSON list of {image_id (0), "
-                 "category_id (torchvision's label, COCO's 91-id scheme), category_name, bbox "
-                 "[x, y, width, height] in pixels, score} and, for Mask R-CNN, segmentation: the "
-                 "mask > 0.5 as {size [height, width], counts} in pycocotools' compressed RLE")
-      ->required();
+                 "write the detections here: a COCO results JSON list of {image_id (the image's "
+                 "index), category_id (the model's label; torchvision's COCO models use COCO's "
+                 "91-id scheme), category_name, bbox [x, y, width, height] in pixels, score} and, "
+                 "for Mask R-CNN, segmentation: the mask > 0.5 as {size [height, width], counts} in "
+                 "pycocotools' compressed RLE. With several images, the image ids' file names go "
+                 "to NAME.images.json beside it");
   app.add_option("--output", options.output,
-                 "also draw the boxes, masks and 'label score' captions onto the image and "
-                 "write it here as PNG");
+                 "draw the boxes, masks and 'label score' captions onto the image and write it "
+                 "here as PNG (one image only)");
+  app.add_option("--output-dir", options.output_dir,
+                 "draw every image into this existing directory as <image name>.png");
   app.add_option("--score-thresh", options.score_thresh,
                  "keep detections scoring above this (torchvision's box_score_thresh, applied "
                  "before per-class NMS and the top-100 cut)")
       ->check(CLI::Range(0.0f, 1.0f))
       ->capture_default_str();
-  fpn::examples::add_image_options(app, options.min_size, options.max_size, options.image);
-  app.footer(std::string(fpn::examples::exit_status_help));
-  return fpn::examples::run_command_line(app, argc, argv, [&] { run(options); });
+  app.add_option("--min-size", options.min_size,
+                 "resize so that the short side is this many pixels (torchvision's min_size; "
+                 "default: the weights' min_size metadata, else 800)...")
+      ->check(CLI::PositiveNumber);
+  app.add_option("--max-size", options.max_size,
+                 "...unless the long side would exceed this (torchvision's max_size; default: "
+                 "the weights' max_size metadata, else 1333)")
+      ->check(CLI::PositiveNumber);
+  app.add_option("--max-pixels", options.max_pixels,
+                 "refuse images of more pixels than this, from their header, before decoding")
+      ->check(CLI::PositiveNumber)
+      ->capture_default_str();
+  app.add_option("IMAGE", options.inputs,
+                 "images (PNG, JPEG, BMP, GIF, TGA, PSD, HDR, PIC or PNM, read as 8-bit RGB) or "
+                 "directories of them")
+      ->required();
+  app.footer(
+      "In a run over several images, one that cannot be read is skipped with a message and the\n"
+      "others go on; the exit status is then 1.\n" +
+      std::string(fpn::examples::exit_status_help));
+  return fpn::examples::run_command_line(app, argc, argv, [&] { return run(options); });
 }

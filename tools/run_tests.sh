@@ -8,6 +8,7 @@
 #   FPN_BUILD_DIR   build directory, relative to the repository root   (default: build)
 #   FPN_BUILD_TYPE  CMAKE_BUILD_TYPE                                    (default: Release)
 #   FPN_JOBS        parallel build and test jobs                        (default: 2)
+#   FPN_CTEST_ARGS  more ctest arguments, e.g. -E <regex> to leave tests out (default: none)
 # e.g. the sanitizer job of .ci/run:
 #   FPN_BUILD_DIR=build-asan FPN_BUILD_TYPE=Debug tools/run_tests.sh -DFPN_SANITIZE=ON
 set -euo pipefail
@@ -36,4 +37,5 @@ cmake --build "${build_dir}" --parallel "${jobs}"
 # threads steal each other's core and a detector test runs up to 30x slower.
 export OMP_WAIT_POLICY="${OMP_WAIT_POLICY:-passive}"
 echo "==> test ${build_dir} with ${jobs} jobs"
-ctest --test-dir "${build_dir}" --output-on-failure --parallel "${jobs}"
+read -r -a ctest_args <<< "${FPN_CTEST_ARGS:-}"
+ctest --test-dir "${build_dir}" --output-on-failure --parallel "${jobs}" "${ctest_args[@]}"

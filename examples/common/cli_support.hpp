@@ -10,8 +10,10 @@
 #include <filesystem>
 #include <iostream>
 #include <new>
+#include <stdexcept>
 #include <string>
 #include <string_view>
+#include <type_traits>
 
 #include "fpn/core/errors.hpp"
 
@@ -19,6 +21,12 @@ namespace fpn::examples {
 
 inline constexpr int exit_failure = 1;
 inline constexpr int exit_usage = 2;
+
+// A command line that parses but does not make sense (options that exclude each other, say):
+// reported like CLI11's own errors, with exit_usage.
+struct UsageError : std::runtime_error {
+  using std::runtime_error::runtime_error;
+};
 
 // Throws IoError unless `path` is an existing regular file; `what` names it ("weights file").
 inline void check_input_file(const std::filesystem::path& path, std::string_view what) {
@@ -64,8 +72,9 @@ inline void add_image_options(CLI::App& app, std::int64_t& min_size, std::int64_
       ->required();
 }
 
-// Parses the command line into `app`'s options, then calls run(). Returns the exit status: 0 on
-// success (or --help), exit_usage for a command-line error, exit_failure when run() throws.
+// Parses the command line into `app`'s options, then calls run(), which returns the exit status
+// (or nothing, for 0). Returns the exit status: 0 on success (or --help), exit_usage for a
+// command-line error (a CLI11 error or a UsageError), exit_failure when run() throws otherwise.
 // Every message goes to stderr prefixed with the program's name.
 template <typename Run>
 int run_command_line(CLI::App& app, int argc, char** argv, const Run& run) {
@@ -78,8 +87,15 @@ int run_command_line(CLI::App& app, int argc, char** argv, const Run& run) {
   }
   const std::string program = app.get_name();
   try {
-    run();
-    return 0;
+    if constexpr (std::is_void_v<decltype(run())>) {
+      run();
+      return 0;
+    } else {
+      return run();
+    }
+  } catch (const UsageError& error) {
+    std::cerr << program << ": " << error.what() << "\nRun with --help for more information.\n";
+    return exit_usage;
   } catch (const fpn::Error& error) {
     std::cerr << program << ": " << error.what() << "\n";
   } catch (const std::bad_alloc&) {

@@ -8,6 +8,7 @@
 #include "fpn/io/atomic_file.hpp"
 #include "fpn/io/safetensors.hpp"
 #include "fpn/models/detections.hpp"
+#include "fpn/models/shapes_demo.hpp"
 #include "fpn/models/two_stage_detector.hpp"
 #include "fpn/nn/anchors.hpp"
 #include "fpn/nn/backbone.hpp"

@@ -12,6 +12,7 @@ are torchvision's own table.
 import argparse
 import json
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -22,11 +23,13 @@ from PIL import Image
 from torchvision.models._meta import _COCO_CATEGORIES
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "tools"))
-from fpn_tools.safetensors_io import load_file  # noqa: E402
+from fpn_tools.safetensors_io import load_file, save_file  # noqa: E402
 
 DETECTOR_ARCHS = [f"{kind}_resnet{depth}_fpn" for kind in ("fasterrcnn", "maskrcnn")
                   for depth in (18, 34, 50, 101)]
 PATHS = argparse.Namespace()  # set in __main__: detect, features, fixtures
+DEMO_SCENE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "examples",
+                          "data", "shapes_scene.png")
 
 
 def rle_from_string(text):
@@ -73,6 +76,27 @@ def box_iou(a, b):
     return inter / union if union > 0 else float(a == b)
 
 
+def paste_box(box, side=28):
+    """torchvision's paste_masks_in_image box for a side x side mask: grown by (side + 2) / side
+    about its centre in float32, then truncated toward zero. Returns (float corners, ints)."""
+    x1, y1, x2, y2 = (np.float32(v) for v in box)
+    scale = np.float32((side + 2) / side)
+    w_half = (x2 - x1) * np.float32(0.5) * scale
+    h_half = (y2 - y1) * np.float32(0.5) * scale
+    x_c, y_c = (x2 + x1) * np.float32(0.5), (y2 + y1) * np.float32(0.5)
+    corners = [x_c - w_half, y_c - h_half, x_c + w_half, y_c + h_half]
+    return corners, [int(c) for c in corners]
+
+
+def paste_near_tie(ours, theirs):
+    """Whether two matched boxes paste their masks at different integer boxes because a corner
+    of torchvision's grown box is within float noise of an integer (then the pastes may be a
+    pixel apart, which on a small ragged mask costs more than 2% IoU)."""
+    (_, ours_int), (corners, theirs_int) = paste_box(ours), paste_box(theirs)
+    differing = [c for c, a, b in zip(corners, ours_int, theirs_int) if a != b]
+    return bool(differing) and all(abs(c - round(float(c))) <= 1e-2 for c in differing)
+
+
 def mask_iou(a, b):
     union = np.logical_or(a, b).sum()
     return np.logical_and(a, b).sum() / union if union else 1.0
@@ -108,6 +132,50 @@ class CliTestCase(unittest.TestCase):
     def assert_exit(self, result, code):
         self.assertEqual(result.returncode, code,
                          f"stdout:\n{result.stdout}\nstderr:\n{result.stderr}")
+
+    def check_matches(self, results, reference, score_thresh):
+        """Every torchvision detection has its counterpart (same label, box IoU >= 0.99, score
+        within 1e-3, mask IoU >= 0.98), except near-ties at the score threshold or the top-100
+        cut, which two float implementations may legitimately decide differently."""
+        ours = [{"box": [e["bbox"][0], e["bbox"][1], e["bbox"][0] + e["bbox"][2],
+                         e["bbox"][1] + e["bbox"][3]],
+                 "label": e["category_id"], "score": e["score"], "entry": e} for e in results]
+        used = set()
+        unmatched = []
+        mask_ious = []
+        for theirs in reference:
+            match = next((i for i, d in enumerate(ours) if i not in used
+                          and d["label"] == theirs["label"]
+                          and abs(d["score"] - theirs["score"]) <= 1e-3
+                          and box_iou(d["box"], theirs["box"]) >= 0.99), None)
+            if match is None:
+                unmatched.append(theirs)
+                continue
+            used.add(match)
+            mask = rle_decode(ours[match]["entry"]["segmentation"])
+            iou = mask_iou(mask, theirs["mask"])
+            if paste_near_tie(ours[match]["box"], theirs["box"]):
+                # Reported, not hidden; the C++ detector tests re-paste such a mask into
+                # torchvision's box and check it exactly. Here it must still be the same shape.
+                print(f"\n  paste near-tie: label {theirs['label']} score {theirs['score']:.4f} "
+                      f"box {theirs['box']}: mask IoU {iou:.3f}", file=sys.stderr)
+                self.assertGreaterEqual(iou, 0.5, "mask at a paste near-tie")
+            else:
+                mask_ious.append(iou)
+        cut = reference[-1]["score"] if len(reference) == 100 else None
+
+        def near_tie(d):
+            return abs(d["score"] - score_thresh) <= 1e-4 or (
+                cut is not None and abs(d["score"] - cut) <= 1e-4)
+
+        self.assertEqual([d for d in unmatched if not near_tie(d)], [],
+                         "torchvision detections without a match")
+        extra = [d for i, d in enumerate(ours) if i not in used]
+        self.assertEqual([d["entry"] for d in extra if not near_tie(d)], [],
+                         "detections torchvision does not have")
+        self.assertGreater(len(mask_ious), 0)
+        self.assertGreaterEqual(min(mask_ious), 0.98, f"mask IoUs: {sorted(mask_ious)[:5]}")
+        return len(used)
 
 
 class DetectMatchesTorchvision(CliTestCase):
@@ -151,42 +219,6 @@ class DetectMatchesTorchvision(CliTestCase):
         scores = [entry["score"] for entry in results]
         self.assertEqual(scores, sorted(scores, reverse=True))
 
-    def check_matches(self, results, reference, score_thresh):
-        """Every torchvision detection has its counterpart (same label, box IoU >= 0.99, score
-        within 1e-3, mask IoU >= 0.98), except near-ties at the score threshold or the top-100
-        cut, which two float implementations may legitimately decide differently."""
-        ours = [{"box": [e["bbox"][0], e["bbox"][1], e["bbox"][0] + e["bbox"][2],
-                         e["bbox"][1] + e["bbox"][3]],
-                 "label": e["category_id"], "score": e["score"], "entry": e} for e in results]
-        used = set()
-        unmatched = []
-        mask_ious = []
-        for theirs in reference:
-            match = next((i for i, d in enumerate(ours) if i not in used
-                          and d["label"] == theirs["label"]
-                          and abs(d["score"] - theirs["score"]) <= 1e-3
-                          and box_iou(d["box"], theirs["box"]) >= 0.99), None)
-            if match is None:
-                unmatched.append(theirs)
-                continue
-            used.add(match)
-            mask = rle_decode(ours[match]["entry"]["segmentation"])
-            mask_ious.append(mask_iou(mask, theirs["mask"]))
-        cut = reference[-1]["score"] if len(reference) == 100 else None
-
-        def near_tie(d):
-            return abs(d["score"] - score_thresh) <= 1e-4 or (
-                cut is not None and abs(d["score"] - cut) <= 1e-4)
-
-        self.assertEqual([d for d in unmatched if not near_tie(d)], [],
-                         "torchvision detections without a match")
-        extra = [d for i, d in enumerate(ours) if i not in used]
-        self.assertEqual([d["entry"] for d in extra if not near_tie(d)], [],
-                         "detections torchvision does not have")
-        self.assertGreater(len(mask_ious), 0)
-        self.assertGreaterEqual(min(mask_ious), 0.98, f"mask IoUs: {sorted(mask_ious)[:5]}")
-        return len(used)
-
     def test_json_png_and_summary_match_torchvision(self):
         json_path, png_path = self.path("detections.json"), self.path("detections.png")
         result = self.detect("--json", json_path, "--output", png_path)
@@ -201,7 +233,7 @@ class DetectMatchesTorchvision(CliTestCase):
               f"{len(results)} written", file=sys.stderr)
         # The summary names the count and the best detection.
         self.assertIn(f"{len(results)} detections with score > 0.05", result.stdout)
-        self.assertIn(_COCO_CATEGORIES[results[0]["category_id"]], result.stdout.splitlines()[1])
+        self.assertIn(_COCO_CATEGORIES[results[0]["category_id"]], result.stdout.splitlines()[2])
         # The picture: the input's size, with something drawn on it.
         with Image.open(png_path) as drawn, Image.open(self.image) as original:
             self.assertEqual(drawn.format, "PNG")
@@ -240,17 +272,39 @@ class DetectRefusals(CliTestCase):
             self.assertIn(arch, result.stderr)
         self.assertEqual(os.listdir(self.directory), [])
 
-    def test_missing_required_options_are_usage_errors(self):
-        result = run(PATHS.detect, self.image)
+    def test_missing_and_conflicting_options_are_usage_errors(self):
+        result = run(PATHS.detect)
         self.assert_exit(result, 2)
-        self.assertIn("--arch", result.stderr)
+        self.assertIn("IMAGE", result.stderr)
         self.assertIn("--help", result.stderr)
+        result = run(PATHS.detect, "--arch", "maskrcnn_resnet18_fpn", self.image)
+        self.assert_exit(result, 2)
+        self.assertIn("--arch maskrcnn_resnet18_fpn needs --weights", result.stderr)
+        result = run(PATHS.detect, "--output", self.path("a.png"), "--output-dir", self.directory,
+                     self.image)
+        self.assert_exit(result, 2)
+        self.assertIn("--output and --output-dir exclude each other", result.stderr)
+        result = run(PATHS.detect, "--weights",
+                     fixture("det_model_maskrcnn_resnet18_fpn.safetensors"),
+                     "--output", self.path("a.png"), self.image, self.image)
+        self.assert_exit(result, 2)
+        self.assertIn("for 2 images use --output-dir", result.stderr)
+        self.assertEqual(os.listdir(self.directory), [])
+
+    def test_output_dir_must_exist(self):
+        missing = self.path("no_such_dir")
+        result = run(PATHS.detect, "--weights",
+                     fixture("det_model_maskrcnn_resnet18_fpn.safetensors"),
+                     "--output-dir", missing, self.image)
+        self.assert_exit(result, 1)
+        self.assertIn(f"--output-dir '{missing}' is not an existing directory", result.stderr)
 
     def test_help_documents_every_option(self):
         result = run(PATHS.detect, "--help")
         self.assert_exit(result, 0)
-        for option in ("--arch", "--weights", "--json", "--output", "--score-thresh",
-                       "--min-size", "--max-size", "IMAGE", "Exit status"):
+        for option in ("--arch", "--weights", "--json", "--output", "--output-dir",
+                       "--score-thresh", "--min-size", "--max-size", "--max-pixels", "IMAGE",
+                       "Exit status"):
             self.assertIn(option, result.stdout)
 
     def test_missing_image(self):
@@ -261,6 +315,16 @@ class DetectRefusals(CliTestCase):
         self.assert_exit(result, 1)
         self.assertIn(missing, result.stderr)
         self.assertIn("does not exist", result.stderr)
+
+    def test_image_beyond_the_pixel_limit_is_refused_from_its_header(self):
+        result = run(PATHS.detect, "--weights",
+                     fixture("det_model_maskrcnn_resnet18_fpn.safetensors"),
+                     "--max-pixels", 1000, "--json", self.path("out.json"), self.image)
+        self.assert_exit(result, 1)
+        self.assertIn(f"'{self.image}' is {self.expected['width']}x{self.expected['height']}",
+                      result.stderr)
+        self.assertIn("more than the limit of 1000 pixels", result.stderr)
+        self.assertEqual(os.listdir(self.directory), [])
 
     def test_missing_weights(self):
         missing = self.path("no_such_weights.safetensors")
@@ -302,7 +366,7 @@ class DetectRefusals(CliTestCase):
         with open(png_path, "rb") as f:
             self.assertEqual(f.read(), b"not really a png")
         self.assertEqual(sorted(os.listdir(self.directory)), sorted(
-            name for name in ("kept.json", "kept.png", "garbage.safetensors")
+            name for name in ("kept.json", "kept.png", os.path.basename(weights))
             if os.path.exists(self.path(name))))
 
     def test_weights_of_another_arch_leave_outputs_unchanged(self):
@@ -315,11 +379,168 @@ class DetectRefusals(CliTestCase):
             fixture("det_model_maskrcnn_resnet18_fpn.safetensors"), "fasterrcnn_resnet34_fpn",
             "not --arch fasterrcnn_resnet34_fpn")
 
+    def edited_weights(self, edit):
+        tensors, metadata = load_file(fixture("det_model_maskrcnn_resnet18_fpn.safetensors"))
+        tensors = dict(tensors)
+        edit(tensors)
+        path = self.path("edited.safetensors")
+        save_file(tensors, path, metadata=metadata)
+        return path
+
+    def test_missing_tensor_is_named(self):
+        name = "roi_heads.mask_predictor.mask_fcn_logits.weight"
+        weights = self.edited_weights(lambda tensors: tensors.pop(name))
+        self.check_failed_run_leaves_outputs(weights, "maskrcnn_resnet18_fpn",
+                                             f'has no tensor "{name}"')
+
+    def test_misshapen_tensor_is_named_with_both_shapes(self):
+        name = "backbone.body.layer2.0.conv1.weight"
+        weights = self.edited_weights(
+            lambda tensors: tensors.__setitem__(name, np.zeros((128, 32, 3, 3), np.float32)))
+        self.check_failed_run_leaves_outputs(weights, "maskrcnn_resnet18_fpn",
+                                             f'"{name}" expected [128, 64, 3, 3], got [128, 32, 3, 3]')
+
     def test_corrupt_weights_leave_outputs_unchanged(self):
         garbage = self.path("garbage.safetensors")
         with open(garbage, "wb") as f:
             f.write(b"\x10\x00\x00\x00\x00\x00\x00\x00{not json at all")
         self.check_failed_run_leaves_outputs(garbage, "maskrcnn_resnet18_fpn", garbage)
+
+
+class DetectFolders(CliTestCase):
+    """Several images and directories in one run: one model load, one COCO results file with
+    image ids, a table of their file names beside it, a drawn PNG per image."""
+
+    def detect(self, *args):
+        return run(PATHS.detect, "--weights",
+                   fixture("det_model_maskrcnn_resnet18_fpn.safetensors"), "--min-size", 64,
+                   "--max-size", 96, "--score-thresh", 0.3, *args)
+
+    def make_folder(self, names, garbage=()):
+        folder = self.path("in")
+        os.mkdir(folder)
+        for name in names:
+            shutil.copyfile(self.image, os.path.join(folder, name))
+        for name in garbage:
+            with open(os.path.join(folder, name), "wb") as f:
+                f.write(b"\x89PNG\r\n\x1a\n truncated")
+        with open(os.path.join(folder, "notes.txt"), "w") as f:
+            f.write("not an image: ignored by extension")
+        return folder
+
+    def test_folder_and_file_give_one_results_file_and_a_picture_each(self):
+        folder = self.make_folder(["b.png", "a.png"])
+        drawn, json_path = self.path("drawn"), self.path("all.json")
+        os.mkdir(drawn)
+        # Without --arch: the weights' "arch" metadata names it.
+        result = self.detect("--json", json_path, "--output-dir", drawn, folder, self.image)
+        self.assert_exit(result, 0)
+        with open(json_path) as f:
+            results = json.load(f)
+        with open(self.path("all.images.json")) as f:
+            images = json.load(f)
+        # Directory entries sorted by name, then the file; the same image thrice gives the same
+        # detections under each id.
+        self.assertEqual([image["file_name"] for image in images],
+                         [os.path.join(folder, "a.png"), os.path.join(folder, "b.png"), self.image])
+        self.assertEqual([image["id"] for image in images], [0, 1, 2])
+        self.assertTrue(all([image["height"], image["width"]] ==
+                            [self.expected["height"], self.expected["width"]] for image in images))
+        by_id = [[(e["category_id"], e["bbox"], e["score"]) for e in results if e["image_id"] == i]
+                 for i in range(3)]
+        self.assertGreater(len(by_id[0]), 0)
+        self.assertEqual(by_id[0], by_id[1])
+        self.assertEqual(by_id[0], by_id[2])
+        self.assertEqual(sorted(os.listdir(drawn)),
+                         sorted(["a.png", "b.png", os.path.basename(self.image)]))
+        self.assertIn("3 images in", result.stdout)
+        # Not a terminal: no progress bar.
+        self.assertNotIn("images/s", result.stderr)
+
+    def test_same_names_get_suffixes(self):
+        folder = self.make_folder(["cli_image.png"])
+        drawn = self.path("drawn")
+        os.mkdir(drawn)
+        result = self.detect("--output-dir", drawn, folder, self.image)
+        self.assert_exit(result, 0)
+        self.assertEqual(sorted(os.listdir(drawn)), ["cli_image-2.png", "cli_image.png"])
+
+    def test_unreadable_image_is_skipped_and_fails_the_run(self):
+        folder = self.make_folder(["a.png"], garbage=["b.png"])
+        json_path = self.path("out.json")
+        result = self.detect("--json", json_path, folder)
+        self.assert_exit(result, 1)
+        self.assertIn("skipped", result.stderr)
+        self.assertIn(os.path.join(folder, "b.png"), result.stderr)
+        self.assertIn("1 of 2 images could not be read", result.stderr)
+        with open(json_path) as f:
+            results = json.load(f)
+        self.assertGreater(len(results), 0)
+        self.assertEqual({entry["image_id"] for entry in results}, {0})
+
+    def test_directory_without_images_is_refused(self):
+        empty = self.path("empty")
+        os.mkdir(empty)
+        result = self.detect(empty)
+        self.assert_exit(result, 1)
+        self.assertIn(f"directory '{empty}' holds no image files", result.stderr)
+
+
+class DemoModel(CliTestCase):
+    """fpn_detect without --arch or --weights: the bundled demo model (tools/train_demo.py) on the
+    bundled scene it never saw in training, against the scene's ground truth and against
+    torchvision running the same weights (tools/fixtures/demo.py)."""
+
+    def test_finds_the_objects_of_the_bundled_scene(self):
+        json_path, png_path = self.path("demo.json"), self.path("demo.png")
+        result = run(PATHS.detect, "--json", json_path, "--output", png_path, DEMO_SCENE)
+        self.assert_exit(result, 0)
+        self.assertTrue(result.stdout.startswith("maskrcnn_shapes_demo: "), result.stdout)
+        with open(json_path) as f:
+            results = json.load(f)
+        with open(DEMO_SCENE.replace(".png", ".json")) as f:
+            truth = json.load(f)
+        self.assertGreaterEqual(len(truth), 5)
+        confident = [e for e in results if e["score"] > 0.5]
+        used = set()
+        for thing in truth:
+            box = thing["box"]
+            match = next((i for i, e in enumerate(confident) if i not in used
+                          and e["category_name"] == thing["name"]
+                          and e["category_id"] == thing["label"]
+                          and box_iou([e["bbox"][0], e["bbox"][1], e["bbox"][0] + e["bbox"][2],
+                                       e["bbox"][1] + e["bbox"][3]], box) >= 0.7), None)
+            self.assertIsNotNone(match, f"no detection above 0.5 for {thing}")
+            used.add(match)
+        # A trained model may still see a shape where there is none (a ring around a square,
+        # say); that is reported, but one it is sure of (score > 0.9) is a failure.
+        extra = [e for i, e in enumerate(confident) if i not in used]
+        for entry in extra:
+            print(f"\n  demo: detection of no object: {entry['category_name']} "
+                  f"{entry['score']:.3f} {entry['bbox']}", file=sys.stderr)
+        self.assertEqual([e for e in extra if e["score"] > 0.9], [],
+                         "confident detections of nothing")
+        with Image.open(png_path) as drawn:
+            self.assertEqual(drawn.size, (truth_size(DEMO_SCENE)))
+
+    def test_matches_torchvision_on_the_same_weights(self):
+        json_path = self.path("demo.json")
+        result = run(PATHS.detect, "--json", json_path, DEMO_SCENE)
+        self.assert_exit(result, 0)
+        with open(json_path) as f:
+            results = json.load(f)
+        reference, metadata = load_file(fixture("detector_demo_shapes.safetensors"))
+        expected = [{"box": box, "label": int(label), "score": float(score), "mask": mask > 0.5}
+                    for box, label, score, mask in zip(reference["boxes"].tolist(),
+                                                       reference["labels"], reference["scores"],
+                                                       reference["masks"])]
+        self.assertEqual(metadata["arch"], "maskrcnn_shapes_demo")
+        self.assertGreater(self.check_matches(results, expected, 0.05), 0)
+
+
+def truth_size(png):
+    with Image.open(png) as image:
+        return image.size
 
 
 class DetectSmoke(CliTestCase):

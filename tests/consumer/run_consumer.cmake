@@ -73,6 +73,18 @@ if(MODE STREQUAL "find_package")
   list(LENGTH headers header_count)
   message(STATUS "run_consumer: ${prefix} has the package files and all ${header_count} headers")
 
+  # With the example programs, fpn_detect finds its bundled demo model in <prefix>/share/fpn.
+  if(EXISTS ${prefix}/bin/fpn_detect)
+    if(NOT EXISTS ${prefix}/share/fpn/demo_shapes_maskrcnn.safetensors)
+      message(FATAL_ERROR "run_consumer: install did not write the demo model to ${prefix}/share/fpn")
+    endif()
+    run(${prefix}/bin/fpn_detect --json ${WORK_DIR}/installed_demo.json
+        ${FPN_SOURCE_DIR}/examples/data/shapes_scene.png)
+    if(NOT EXISTS ${WORK_DIR}/installed_demo.json)
+      message(FATAL_ERROR "run_consumer: the installed fpn_detect wrote no JSON")
+    endif()
+  endif()
+
   list(APPEND consumer_args -DFPN_CONSUMER_MODE=find_package -DCMAKE_PREFIX_PATH=${prefix}
        -DFPN_EXPECTED_DIR=${package_dir} -DCMAKE_FIND_USE_PACKAGE_REGISTRY=OFF)
 elseif(MODE STREQUAL "subdirectory")

@@ -48,7 +48,12 @@ def serialize(tensors, metadata=None):
 
 def save_file(tensors, path, metadata=None):
     """Writes atomically: a temporary file beside `path`, renamed when complete."""
-    data = serialize(tensors, metadata)
+    write_bytes_atomically(path, serialize(tensors, metadata))
+
+
+def write_bytes_atomically(path, data):
+    """Writes `data` to a temporary file beside `path`, then renames it over `path`, so that
+    `path` holds either its old content or all of the new."""
     directory = os.path.dirname(os.path.abspath(path))
     fd, temporary = tempfile.mkstemp(dir=directory, prefix="." + os.path.basename(path))
     try:

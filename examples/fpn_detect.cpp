@@ -284,6 +284,25 @@ std::vector<fs::path> drawn_paths(const std::vector<fs::path>& images, const fs:
   return paths;
 }
 
+// A picture must never replace an input image (--output-dir being the input's own directory, say).
+void refuse_to_draw_over_inputs(const std::vector<fs::path>& images, const std::vector<fs::path>& drawn,
+                                const fs::path& output) {
+  std::set<fs::path> inputs;
+  for (const fs::path& image : images) {
+    std::error_code error;
+    inputs.insert(fs::weakly_canonical(image, error));
+  }
+  std::vector<fs::path> targets = drawn;
+  if (!output.empty()) targets.push_back(output);
+  for (const fs::path& target : targets) {
+    std::error_code error;
+    if (inputs.contains(fs::weakly_canonical(target, error))) {
+      throw fpn::examples::UsageError("refusing to draw over the input image '" + target.string() +
+                                      "'; choose another --output or --output-dir");
+    }
+  }
+}
+
 // "[=========>          ] 12/40 images, 3.1 images/s" on a terminal's stderr, redrawn in place.
 class ProgressBar {
  public:
@@ -373,6 +392,9 @@ int run(Options& options) {
     throw fpn::examples::UsageError("--output draws one image; for " + std::to_string(images.size()) +
                                     " images use --output-dir");
   }
+  const std::vector<fs::path> drawn =
+      options.output_dir.empty() ? std::vector<fs::path>{} : drawn_paths(images, options.output_dir);
+  refuse_to_draw_over_inputs(images, drawn, options.output);
   if (options.weights.empty()) {
     options.weights = find_demo_weights();
     if (options.arch.empty()) options.arch = demo_arch;
@@ -400,8 +422,6 @@ int run(Options& options) {
   std::printf("%s: %s loaded in %.2f s\n", std::string(arch.name).c_str(),
               options.weights.string().c_str(), seconds_since(load_start));
 
-  const std::vector<fs::path> drawn =
-      options.output_dir.empty() ? std::vector<fs::path>{} : drawn_paths(images, options.output_dir);
   std::string json = "[";
   nlohmann::ordered_json image_table = nlohmann::ordered_json::array();
   std::size_t failed = 0;
@@ -437,7 +457,7 @@ int run(Options& options) {
                   path.string().c_str(), detections.items.size(), seconds);
       std::fflush(stdout);
     }
-    const fs::path& target = many ? (drawn.empty() ? fs::path() : drawn[index]) : options.output;
+    const fs::path& target = drawn.empty() ? options.output : drawn[index];
     if (!target.empty()) {
       const auto caption = [&](const Detection& detection) {
         char score[16];

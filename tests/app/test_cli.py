@@ -538,6 +538,69 @@ class DemoModel(CliTestCase):
         self.assertGreater(self.check_matches(results, expected, 0.05), 0)
 
 
+class DetectOddImages(CliTestCase):
+    """Valid images of awkward shapes go through the whole detector (the demo model, whose
+    preprocessing scales the short side to 320 within a long side of 512)."""
+
+    def test_tiny_strips_and_extreme_aspect_ratios(self):
+        rng = np.random.default_rng(5)
+        for height, width in ((1, 1), (3, 640), (640, 3), (20, 2000), (2, 2)):
+            with self.subTest(size=(height, width)):
+                path = self.path(f"odd_{height}x{width}.png")
+                Image.fromarray(rng.integers(0, 256, (height, width, 3), dtype=np.uint8),
+                                "RGB").save(path)
+                json_path = self.path(f"odd_{height}x{width}.json")
+                drawn = self.path(f"drawn_{height}x{width}")
+                os.mkdir(drawn)
+                result = run(PATHS.detect, "--json", json_path, "--output-dir", drawn, path)
+                self.assert_exit(result, 0)
+                with open(json_path) as f:
+                    results = json.load(f)
+                self.assertIsInstance(results, list)
+                for entry in results:
+                    x, y, w, h = entry["bbox"]
+                    self.assertTrue(0 <= x and 0 <= y and x + w <= width + 1e-3
+                                    and y + h <= height + 1e-3, entry)
+                    self.assertEqual(rle_decode(entry["segmentation"]).shape, (height, width))
+                # --output-dir with one image draws it there too, at the input's size.
+                self.assertEqual(truth_size(os.path.join(drawn, os.path.basename(path))),
+                                 (width, height))
+
+    def test_pictures_never_replace_input_images(self):
+        path = self.path("scene.png")
+        shutil.copyfile(DEMO_SCENE, path)
+        with open(path, "rb") as f:
+            original = f.read()
+        for args in (("--output-dir", self.directory), ("--output", path)):
+            with self.subTest(args=args):
+                result = run(PATHS.detect, *args, path)
+                self.assert_exit(result, 2)
+                self.assertIn(f"refusing to draw over the input image '{path}'", result.stderr)
+                with open(path, "rb") as f:
+                    self.assertEqual(f.read(), original)
+
+
+class UnwritableOutputs(CliTestCase):
+    """Root may write anywhere permissions allow, so these use /proc, where nobody can create a
+    file: the run fails with the path named, exit 1, and nothing else is written."""
+
+    def test_json_in_an_unwritable_directory(self):
+        result = run(PATHS.detect, "--json", "/proc/fpn_out.json", "--output",
+                     self.path("out.png"), DEMO_SCENE)
+        self.assert_exit(result, 1)
+        self.assertIn("cannot write '/proc/fpn_out.json'", result.stderr)
+
+    def test_pictures_into_an_unwritable_directory(self):
+        json_path = self.path("kept.json")
+        with open(json_path, "w") as f:
+            f.write("earlier\n")
+        result = run(PATHS.detect, "--json", json_path, "--output-dir", "/proc", DEMO_SCENE)
+        self.assert_exit(result, 1)
+        self.assertIn("cannot write '/proc/shapes_scene.png'", result.stderr)
+        with open(json_path) as f:
+            self.assertEqual(f.read(), "earlier\n")
+
+
 def truth_size(png):
     with Image.open(png) as image:
         return image.size

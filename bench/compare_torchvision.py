@@ -22,7 +22,6 @@ import argparse
 import json
 import os
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -31,6 +30,7 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 TOOLS = os.path.join(HERE, "..", "tools")
 ARCHS = [f"{kind}_resnet{depth}_fpn" for kind in ("fasterrcnn", "maskrcnn")
          for depth in (18, 34, 50, 101)]
+sys.path.insert(0, TOOLS)  # fpn_tools, for the seeded weights and images of the fixtures
 SEED = 4321
 CLASSIFIER_SCALE = 3.0  # as tools/fixtures/detector.py: ~100 detections per image
 
@@ -84,8 +84,8 @@ def peak_rss_of(command, env=None):
 
 
 def make_inputs(arch, directory, height, width):
-    sys.path.insert(0, TOOLS)
     import numpy as np
+    from PIL import Image
     from fpn_tools import models
     weights = os.path.join(directory, f"{arch}.safetensors")
     if not os.path.exists(weights):
@@ -94,25 +94,8 @@ def make_inputs(arch, directory, height, width):
     image_npy = os.path.join(directory, f"image_{height}x{width}.npy")
     np.save(image_npy, rgb)
     image_png = os.path.join(directory, f"image_{height}x{width}.png")
-    write_png(image_png, rgb)
+    Image.fromarray(rgb, "RGB").save(image_png)
     return weights, image_npy, image_png
-
-
-def write_png(path, rgb):
-    """A minimal RGB PNG writer (zlib and struct only), so no imaging package is needed."""
-    import struct
-    import zlib
-    height, width, _ = rgb.shape
-    raw = b"".join(b"\x00" + rgb[y].tobytes() for y in range(height))
-
-    def chunk(kind, data):
-        body = kind + data
-        return struct.pack(">I", len(data)) + body + struct.pack(">I", zlib.crc32(body))
-    with open(path, "wb") as f:
-        f.write(b"\x89PNG\r\n\x1a\n")
-        f.write(chunk(b"IHDR", struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)))
-        f.write(chunk(b"IDAT", zlib.compress(raw, 6)))
-        f.write(chunk(b"IEND", b""))
 
 
 def main():
@@ -176,7 +159,6 @@ def main():
 
 
 def torch_version():
-    sys.path.insert(0, TOOLS)
     import torch
     import torchvision
     return f"{torchvision.__version__} (torch {torch.__version__})"

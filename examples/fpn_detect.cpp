@@ -110,13 +110,19 @@ const Architecture& find_architecture(std::string_view name) {
   throw fpn::ArgumentError("unknown architecture '" + std::string(name) + "', expected one of " + valid);
 }
 
+std::optional<std::string> metadata_value(const fpn::io::SafeTensors& weights, const std::string& key) {
+  const auto found = weights.metadata().find(key);
+  if (found == weights.metadata().end()) return std::nullopt;
+  return found->second;
+}
+
 // A checkpoint that names its architecture must be for --arch, or be the Mask R-CNN of the same
 // backbone when --arch is a Faster R-CNN (whose parameters are a subset of the Mask R-CNN's).
 // Without this check, ResNet-34 weights would load into a ResNet-18 without complaint.
 void check_weights_arch(const fpn::io::SafeTensors& weights, std::string_view arch) {
-  const auto found = weights.metadata().find("arch");
-  if (found == weights.metadata().end()) return;
-  const std::string& stored = found->second;
+  const std::optional<std::string> found = metadata_value(weights, "arch");
+  if (!found) return;
+  const std::string& stored = *found;
   const bool same = stored == arch;
   const bool mask_for_faster =
       arch.starts_with("fasterrcnn_") &&
@@ -125,12 +131,6 @@ void check_weights_arch(const fpn::io::SafeTensors& weights, std::string_view ar
     throw fpn::WeightError("weights file '" + weights.source() + "' is for " + stored +
                            " (its \"arch\" metadata), not --arch " + std::string(arch));
   }
-}
-
-std::optional<std::string> metadata_value(const fpn::io::SafeTensors& weights, const std::string& key) {
-  const auto found = weights.metadata().find(key);
-  if (found == weights.metadata().end()) return std::nullopt;
-  return found->second;
 }
 
 // The demo model: beside this program (the build tree), or in ../share/fpn (an install tree).
@@ -158,17 +158,11 @@ std::vector<std::string> class_names(const fpn::io::SafeTensors& weights, std::i
   std::vector<std::string> names;
   if (auto text = metadata_value(weights, "class_names")) {
     const nlohmann::json list = nlohmann::json::parse(*text, nullptr, false);
-    if (!list.is_array()) {
+    if (!list.is_array() || !std::ranges::all_of(list, [](const auto& name) { return name.is_string(); })) {
       throw fpn::WeightError("weights file '" + weights.source() +
                              "': metadata class_names must be a JSON list of strings");
     }
-    for (const auto& name : list) {
-      if (!name.is_string()) {
-        throw fpn::WeightError("weights file '" + weights.source() +
-                               "': metadata class_names must be a JSON list of strings");
-      }
-      names.push_back(name.get<std::string>());
-    }
+    for (const auto& name : list) names.push_back(name.get<std::string>());
   } else if (num_classes == static_cast<std::int64_t>(fpn::examples::coco_category_names.size())) {
     for (const auto name : fpn::examples::coco_category_names) names.emplace_back(name);
   }
@@ -395,6 +389,10 @@ int run(Options& options) {
   const std::vector<fs::path> drawn =
       options.output_dir.empty() ? std::vector<fs::path>{} : drawn_paths(images, options.output_dir);
   refuse_to_draw_over_inputs(images, drawn, options.output);
+  // One image is decoded before the weights are read, so that a bad one fails fast; in a run over
+  // many, each is decoded in turn and a bad one is skipped.
+  std::optional<RgbImage> single;
+  if (!many) single = fpn::examples::load_image_rgb(images.front(), options.max_pixels);
   if (options.weights.empty()) {
     options.weights = find_demo_weights();
     if (options.arch.empty()) options.arch = demo_arch;
@@ -430,13 +428,16 @@ int run(Options& options) {
   for (std::size_t index = 0; index < images.size(); ++index) {
     const fs::path& path = images[index];
     RgbImage image;
-    try {
-      image = fpn::examples::load_image_rgb(path, options.max_pixels);
-    } catch (const fpn::Error& error) {
-      if (!many) throw;
-      ++failed;  // in a folder, one bad file does not stop the others; the exit status says so
-      progress.message(std::string("fpn_detect: skipped: ") + error.what(), index + 1);
-      continue;
+    if (single) {
+      image = std::move(*single);
+    } else {
+      try {
+        image = fpn::examples::load_image_rgb(path, options.max_pixels);
+      } catch (const fpn::Error& error) {
+        ++failed;  // in a folder, one bad file does not stop the others; the exit status says so
+        progress.message(std::string("fpn_detect: skipped: ") + error.what(), index + 1);
+        continue;
+      }
     }
     const auto start = std::chrono::steady_clock::now();
     Detections detections = detector.detect(image);

@@ -32,7 +32,7 @@ from PIL import Image  # noqa: E402
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-from fpn_tools import demo_model, shapes  # noqa: E402
+from fpn_tools import demo_model, models, shapes  # noqa: E402
 from fpn_tools.evaluate import Evaluator, box_iou  # noqa: E402
 from fpn_tools.safetensors_io import save_file, write_bytes_atomically  # noqa: E402
 
@@ -88,11 +88,6 @@ def png_bytes(rgb):
     buffer = io.BytesIO()
     Image.fromarray(rgb).save(buffer, format="PNG")
     return buffer.getvalue()
-
-
-def image_tensor(rgb):
-    """uint8 [H, W, 3] -> float [3, H, W] in [0, 1], the input torchvision's detectors take."""
-    return torch.from_numpy(np.array(rgb, np.float32)).permute(2, 0, 1).div_(255)
 
 
 def target_of(objects, height, width):
@@ -168,7 +163,7 @@ def train(model, args, log):
             height, width = scene_sides(size_rng)
             rgb, objects = shapes.make_scene(
                 (args.seed + 1) * TRAIN_SEED_STRIDE + step * args.batch_size + i, height, width)
-            images.append(image_tensor(rgb))
+            images.append(models.image_tensor(rgb))
             targets.append(target_of(objects, height, width))
 
         losses = model(images, targets)
@@ -203,7 +198,7 @@ def train(model, args, log):
 def detections(model, rgb):
     """torchvision's eval-mode output for one image, as numpy, masks thresholded at 0.5."""
     with torch.no_grad():
-        output = model([image_tensor(rgb)])[0]
+        output = model([models.image_tensor(rgb)])[0]
     return {"boxes": output["boxes"].numpy(), "scores": output["scores"].numpy(),
             "labels": output["labels"].numpy(), "masks": (output["masks"][:, 0] > 0.5).numpy()}
 

@@ -9,6 +9,7 @@
 #
 # Environment:
 #   FPN_FUZZ_SECONDS    fuzzing time per target, in seconds               (default: 60)
+#   FPN_FUZZ_SEED       libFuzzer's random seed; 0 draws a new one        (default: 0)
 #   FPN_FUZZ_BUILD_DIR  build directory, relative to the repository root  (default: build-fuzz)
 #   FPN_FUZZ_CXX        the Clang C++ compiler                            (default: clang++)
 #   FPN_JOBS            parallel build jobs                               (default: 2)
@@ -21,6 +22,7 @@ root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 build_dir="${FPN_FUZZ_BUILD_DIR:-build-fuzz}"
 [[ "${build_dir}" = /* ]] || build_dir="${root}/${build_dir}"
 seconds="${FPN_FUZZ_SECONDS:-60}"
+seed="${FPN_FUZZ_SEED:-0}"
 cxx="${FPN_FUZZ_CXX:-clang++}"
 jobs="${FPN_JOBS:-2}"
 
@@ -69,7 +71,7 @@ for name in "${targets[@]}"; do
   artifacts="${build_dir}/artifacts/${name}"
   mkdir -p "${corpus}" "${artifacts}"
   cp -R "${root}/tests/fuzz/corpus/${name}/." "${corpus}/"
-  options=(-max_total_time="${seconds}" -rss_limit_mb=2048 -timeout=10 -print_final_stats=1
+  options=(-max_total_time="${seconds}" -seed="${seed}" -rss_limit_mb=2048 -timeout=10 -print_final_stats=1
     -artifact_prefix="${artifacts}/")
   if [[ -f "${root}/tests/fuzz/${name}.dict" ]]; then
     options+=(-dict="${root}/tests/fuzz/${name}.dict")

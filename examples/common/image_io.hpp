@@ -10,6 +10,7 @@
 // - alpha (gray + alpha, RGBA) is dropped, not composited onto a background -- as PIL's
 //   Image.convert("RGB") does;
 // - 16 bits per channel -> 8 bits by keeping the high byte (value >> 8), so 257 * v maps back to v;
+//   16-bit PGM and PPM files are refused, as stb_image 2.27 decodes them wrongly (stb_guards.hpp);
 // - paletted PNGs are expanded; EXIF orientation is ignored (as PIL does unless asked).
 #pragma once
 
@@ -19,6 +20,13 @@
 // stbi_failure_reason() then returns stb's readable message ("Corrupt PNG") rather than its terse
 // code ("bad png sig"); the IoErrors below quote it.
 #define STBI_FAILURE_USERMSG
+// Zeroed memory for every stb_image allocation: a JPEG scan may use a Huffman table that no DHT
+// segment defined, and stb 2.27 then decodes with whatever its heap held, indexing its tables out
+// of bounds. An all-zero table decodes every symbol as 0, within bounds (see stb_guards.hpp).
+#include <cstdlib>
+#define STBI_MALLOC(size) std::calloc(1, size)
+#define STBI_REALLOC(pointer, size) std::realloc(pointer, size)
+#define STBI_FREE(pointer) std::free(pointer)
 #endif
 #include <stb/stb_image.h>
 #include <stb/stb_image_write.h>
@@ -40,6 +48,7 @@
 #include "fpn/core/shape.hpp"
 #include "fpn/io/atomic_file.hpp"
 #include "fpn/nn/transform.hpp"
+#include "stb_guards.hpp"
 
 namespace fpn::examples {
 
@@ -97,17 +106,11 @@ inline std::vector<unsigned char> read_image_file(const std::filesystem::path& p
 // refused by the pixel limit, with a message that says so.
 inline std::optional<std::pair<std::int64_t, std::int64_t>> png_claimed_size(
     const unsigned char* bytes, std::size_t size) {
-  static constexpr unsigned char signature[] = {0x89, 'P', 'N', 'G', '\r', '\n', 0x1A, '\n'};
-  if (size < 24 || !std::equal(std::begin(signature), std::end(signature), bytes) ||
+  if (size < 24 || !starts_like_png(bytes, size) ||
       std::string_view(reinterpret_cast<const char*>(bytes) + 12, 4) != "IHDR") {
     return std::nullopt;
   }
-  auto big_endian = [bytes](std::size_t offset) {
-    std::int64_t value = 0;
-    for (std::size_t i = 0; i < 4; ++i) value = (value << 8) | bytes[offset + i];
-    return value;
-  };
-  return std::pair{big_endian(16), big_endian(20)};
+  return std::pair{std::int64_t{read_be32(bytes + 16)}, std::int64_t{read_be32(bytes + 20)}};
 }
 
 // width * height > max_pixels for sizes from 0 to 2^32 - 1 (a PNG header's range), where the
@@ -140,8 +143,8 @@ struct StbFree {
 
 // Decodes the `size` encoded bytes at `bytes` into 8-bit RGB (see the top of this file for the
 // conversions). `source_name` names them in errors (load_image_rgb passes the path). Throws
-// IoError: empty, unknown or corrupt/truncated data (with stb_image's reason), and images of more
-// than max_pixels pixels (refused from the header, before any pixel memory is allocated).
+// IoError: empty, unknown or corrupt/truncated data (with stb_image's reason, or the structural
+// reason of stb_guards.hpp), and images of more than max_pixels pixels (refused from the header, before any pixel memory is allocated).
 inline RgbImage load_image_rgb_from_memory(const unsigned char* bytes, std::size_t size,
                                            const std::string& source_name,
                                            std::int64_t max_pixels = default_max_pixels) {
@@ -149,6 +152,9 @@ inline RgbImage load_image_rgb_from_memory(const unsigned char* bytes, std::size
   if (const auto claimed = detail::png_claimed_size(bytes, size);
       claimed && detail::more_pixels_than(claimed->first, claimed->second, max_pixels)) {
     detail::throw_too_many_pixels(source_name, claimed->first, claimed->second, max_pixels);
+  }
+  if (const auto hazard = detail::stb_hazard(bytes, size)) {
+    throw IoError("load_image_rgb: cannot decode '" + source_name + "': " + *hazard);
   }
   const int length = static_cast<int>(size);
   int width = 0;

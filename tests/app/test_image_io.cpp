@@ -203,8 +203,15 @@ TEST_F(ImageIo, GarbageAndTruncatedFilesNameThePathAndStbsReason) {
 
   const std::string png = encode_png(32, 16, 3, random_rgb(32, 16, 3));
   const fs::path half_png = write_bytes("half.png", png.substr(0, png.size() / 2));
+  // Half of the IDAT chunk is missing: refused from the chunk's length, before stb reads it.
+  const std::size_t idat = png.find("IDAT") - 4;
+  const std::uint32_t idat_length = detail::read_be32(
+      reinterpret_cast<const unsigned char*>(png.data()) + idat);
   EXPECT_EQ(error_message<IoError>([&] { (void)load_image_rgb(half_png); }),
-            "load_image_rgb: cannot decode '" + half_png.string() + "': Corrupt PNG");
+            "load_image_rgb: cannot decode '" + half_png.string() +
+                "': its PNG chunk 'IDAT' at byte " + std::to_string(idat) + " declares " +
+                std::to_string(idat_length) + " bytes of data but only " +
+                std::to_string(png.size() / 2 - idat - 8) + " follow (truncated or corrupt file)");
   // Every cut before the last chunk fails; only IEND's checksum is not needed to decode.
   for (std::size_t length = 1; length + 12 <= png.size(); length += 13) {
     const fs::path cut = write_bytes("cut.png", png.substr(0, length));
@@ -219,6 +226,55 @@ TEST_F(ImageIo, GarbageAndTruncatedFilesNameThePathAndStbsReason) {
     const fs::path cut = write_bytes("cut.jpg", jpeg.substr(0, length));
     EXPECT_THROW((void)load_image_rgb(cut), IoError) << length << " of " << jpeg.size();
   }
+}
+
+// Inputs on which stb_image 2.27 itself would go wrong (tests/fuzz/stb_known_bugs/README.md) are
+// refused from their structure, with the reason.
+TEST_F(ImageIo, InputsThatWouldTripStbAreRefusedWithTheReason) {
+  // A chunk declaring 0x7FFFFFF0 bytes in a small file: stb would allocate that much first.
+  std::string png = encode_png(3, 2, 3, random_rgb(3, 2, 6));
+  const std::size_t idat = png.find("IDAT") - 4;
+  png.replace(idat, 4, std::string("\x7f\xff\xff\xf0", 4));
+  const fs::path long_chunk = write_bytes("long_chunk.png", png);
+  EXPECT_EQ(error_message<IoError>([&] { (void)load_image_rgb(long_chunk); }),
+            "load_image_rgb: cannot decode '" + long_chunk.string() +
+                "': its PNG chunk 'IDAT' at byte " + std::to_string(idat) +
+                " declares 2147483632 bytes of data but only " +
+                std::to_string(png.size() - idat - 8) + " follow (truncated or corrupt file)");
+
+  // 16-bit PNM: stb would read a gray one past its buffer, and keeps the low byte of RGB ones.
+  const fs::path gray16 = write_bytes("gray16.pgm", std::string("P5\n2 1\n65535\n\1\2\3\4", 16));
+  EXPECT_EQ(error_message<IoError>([&] { (void)load_image_rgb(gray16); }),
+            "load_image_rgb: cannot decode '" + gray16.string() +
+                "': it is a 16-bit PGM (maximum value 65535), which stb_image 2.27 decodes "
+                "incorrectly; convert it to 8 bits");
+  const fs::path rgb16 =
+      write_bytes("rgb16.ppm", std::string("P6\n1 1\n256\n\x01\x00\x00\x00\x00\x00", 18));
+  EXPECT_EQ(error_message<IoError>([&] { (void)load_image_rgb(rgb16); }),
+            "load_image_rgb: cannot decode '" + rgb16.string() +
+                "': it is a 16-bit PPM (maximum value 256), which stb_image 2.27 decodes "
+                "incorrectly; convert it to 8 bits");
+  const fs::path rgb8 = write_bytes("rgb8.ppm", std::string("P6\n1 1\n255\n\x12\x34\x56", 14));
+  EXPECT_EQ(load_image_rgb(rgb8).pixels, (std::vector<std::uint8_t>{0x12, 0x34, 0x56}));
+
+  // A PNM number beyond int: stb's accumulator would overflow.
+  const fs::path wide = write_bytes("wide.ppm", "P6\n99999999999 1\n255\n");
+  EXPECT_EQ(error_message<IoError>([&] { (void)load_image_rgb(wide); }),
+            "load_image_rgb: cannot decode '" + wide.string() +
+                "': its PNM header's width has more digits than fit in 2147483647");
+
+  // A JPEG Huffman table of 16 x 17 = 272 codes: stb would write past its 257-entry arrays.
+  std::string jpeg = "\xff\xd8\xff\xc4";
+  jpeg += std::string("\x01\x23\x00", 3) + std::string(16, '\x11') + std::string(272, '\0');
+  const fs::path dht = write_bytes("dht.jpg", jpeg);
+  EXPECT_EQ(error_message<IoError>([&] { (void)load_image_rgb(dht); }),
+            "load_image_rgb: cannot decode '" + dht.string() +
+                "': its JPEG Huffman table at byte 6 lists 272 codes, more than the 256 a table "
+                "can hold");
+  // The guards accept what stb_image_write makes: a JPEG with its Huffman tables, which decodes.
+  EXPECT_EQ(load_image_rgb(write_bytes("ok.jpg", encode_jpeg(8, 8, random_rgb(8, 8, 7))))
+                .pixels.size(),
+            192u);
 }
 
 // A PNG signature and an IHDR claiming 100000 x 100000 RGB: refused from the header, before any

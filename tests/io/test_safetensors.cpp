@@ -451,6 +451,31 @@ TEST(SafeTensorsFiles, SaveThenOpenRoundTrips) {
   EXPECT_EQ(scratch.entries(), std::vector<std::string>{"w.safetensors"});
 }
 
+// open() reads each tensor from the file when it is loaded: a file replaced meanwhile (a new file
+// renamed over it) is still read as it was opened; one truncated meanwhile is refused with an
+// IoError naming it, not read past its end.
+TEST(SafeTensorsFiles, OpenReadsTensorsFromTheFileAsOpened) {
+  const ScratchDirectory scratch;
+  Tensor<float> first(Shape{4}, 1.0f), second(Shape{1000}, 2.0f);
+  const std::filesystem::path path = scratch / "w.safetensors";
+  save_safetensors(path, {{"a", first.view()}, {"b", second.view()}});
+  const SafeTensors file = SafeTensors::open(path);
+  Tensor<float> other(Shape{4}, 7.0f);
+  save_safetensors(path, {{"a", other.view()}});  // atomically: a new file renamed over it
+  EXPECT_EQ(file.load_float("a", Shape{4}).data()[3], 1.0f);
+  EXPECT_EQ(file.load_float("b", Shape{1000}).data()[999], 2.0f);
+
+  save_safetensors(path, {{"a", first.view()}, {"b", second.view()}});
+  const SafeTensors opened = SafeTensors::open(path);
+  std::filesystem::resize_file(path, std::filesystem::file_size(path) - 100);
+  EXPECT_EQ(opened.load_float("a", Shape{4}).data()[0], 1.0f);
+  const std::string error = error_of<IoError>([&] { (void)opened.load_float("b"); });
+  EXPECT_NE(error.find("safetensors: cannot read 4000 bytes at offset "), std::string::npos)
+      << error;
+  EXPECT_NE(error.find("of '" + path.string() + "': the file ended early"), std::string::npos)
+      << error;
+}
+
 TEST(SafeTensorsFiles, SaveIntoAMissingDirectoryNamesThePath) {
   const ScratchDirectory scratch;
   const std::filesystem::path path = scratch / "absent" / "w.safetensors";

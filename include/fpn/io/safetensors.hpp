@@ -10,6 +10,8 @@
 #include <filesystem>
 #include <fstream>
 #include <map>
+#include <memory>
+#include <mutex>
 #include <optional>
 #include <set>
 #include <string>
@@ -93,6 +95,10 @@ class SafeTensors {
   // The official format caps the header at 100 MB; anything larger is refused before allocating.
   static constexpr std::uint64_t max_header_bytes = 100'000'000;
 
+  // Reads the header now and each tensor's bytes when it is loaded, straight into its tensor: a
+  // model's weights cost their own size, never that plus the file's. The file stays open for
+  // that; replacing it is safe (the open file is read), truncating it makes later loads fail with
+  // an IoError. Loads from one SafeTensors are serialised (it holds one file position).
   static SafeTensors open(const std::filesystem::path& path) {
     std::error_code error;
     if (!std::filesystem::exists(path, error)) {
@@ -101,22 +107,36 @@ class SafeTensors {
     if (!std::filesystem::is_regular_file(path, error)) {
       throw IoError("safetensors: cannot open '" + path.string() + "': not a regular file");
     }
-    std::ifstream in(path, std::ios::binary);
-    if (!in) throw IoError("safetensors: cannot open '" + path.string() + "' for reading");
+    auto file = std::make_unique<OpenFile>();
+    file->stream.open(path, std::ios::binary);
+    if (!file->stream) throw IoError("safetensors: cannot open '" + path.string() + "' for reading");
     const auto size = std::filesystem::file_size(path, error);
     if (error) throw IoError("safetensors: cannot read the size of '" + path.string() + "'");
-    std::vector<unsigned char> bytes(size);
-    in.read(reinterpret_cast<char*>(bytes.data()), static_cast<std::streamsize>(size));
-    if (static_cast<std::uint64_t>(in.gcount()) != size) {
-      throw IoError("safetensors: cannot read '" + path.string() + "'");
+    // The length field, then the header if index() will get as far as reading it.
+    std::uint64_t prefix = std::min<std::uint64_t>(size, 8);
+    std::vector<unsigned char> bytes(prefix);
+    file->read(0, bytes.data(), prefix, path.string());
+    if (size >= 8) {
+      const std::uint64_t header_size = detail::read_le64(bytes.data());
+      if (header_size <= max_header_bytes && header_size <= size - 8) {
+        bytes.resize(8 + header_size);
+        file->read(8, bytes.data() + 8, header_size, path.string());
+      }
     }
-    return parse(std::move(bytes), path.string());
+    SafeTensors result;
+    result.source_ = path.string();
+    result.bytes_ = std::move(bytes);
+    result.total_size_ = size;
+    result.file_ = std::move(file);
+    result.index();
+    return result;
   }
 
   // source names the bytes in error messages (usually the file name).
   static SafeTensors parse(std::vector<unsigned char> bytes, std::string source) {
     SafeTensors file;
     file.source_ = std::move(source);
+    file.total_size_ = bytes.size();
     file.bytes_ = std::move(bytes);
     file.index();
     return file;
@@ -148,13 +168,24 @@ class SafeTensors {
                         ", expected a floating-point dtype (F32, F16, BF16 or F64)");
     }
     Tensor<float> out = Tensor<float>::uninitialized(tensor.shape);
-    const unsigned char* source = data_begin() + tensor.begin;
     const std::int64_t count = out.numel();
     float* target = out.data();
+    if (tensor.dtype == DType::f32) {
+      // Straight into the tensor: F32 is stored as little-endian IEEE floats.
+      static_assert(std::endian::native == std::endian::little, "safetensors data is little-endian");
+      read_data(tensor, reinterpret_cast<unsigned char*>(target));
+      return out;
+    }
+    std::vector<unsigned char> staged;
+    const unsigned char* source = nullptr;
+    if (file_ != nullptr) {
+      staged.resize(static_cast<std::size_t>(tensor.end - tensor.begin));
+      read_data(tensor, staged.data());
+      source = staged.data();
+    } else {
+      source = data_begin() + tensor.begin;
+    }
     switch (tensor.dtype) {
-      case DType::f32:
-        if (count > 0) std::memcpy(target, source, static_cast<std::size_t>(count) * 4);
-        break;
       case DType::f16:
         for (std::int64_t i = 0; i < count; ++i) {
           std::uint16_t half;
@@ -177,7 +208,7 @@ class SafeTensors {
         }
         break;
       default:
-        FPN_ASSERT(false);  // every other dtype was refused above
+        FPN_ASSERT(false);  // F32 returned above, every other dtype was refused
     }
     return out;
   }
@@ -195,7 +226,38 @@ class SafeTensors {
  private:
   SafeTensors() = default;
 
+  // The file behind open(): its stream and the lock that serialises seek + read.
+  struct OpenFile {
+    std::ifstream stream;
+    std::mutex lock;
+
+    void read(std::uint64_t offset, unsigned char* target, std::uint64_t count,
+              const std::string& source) {
+      const std::lock_guard<std::mutex> guard(lock);
+      stream.clear();
+      stream.seekg(static_cast<std::streamoff>(offset));
+      stream.read(reinterpret_cast<char*>(target), static_cast<std::streamsize>(count));
+      if (!stream || static_cast<std::uint64_t>(stream.gcount()) != count) {
+        throw IoError("safetensors: cannot read " + std::to_string(count) + " bytes at offset " +
+                      std::to_string(offset) + " of '" + source +
+                      "': the file ended early or could not be read (was it truncated?)");
+      }
+    }
+  };
+
+  // Only for parse(): open() keeps just the length field and the header in bytes_.
   const unsigned char* data_begin() const { return bytes_.data() + 8 + header_size_; }
+
+  // The bytes of `tensor`'s data into target.
+  void read_data(const TensorInfo& tensor, unsigned char* target) const {
+    const std::uint64_t count = tensor.end - tensor.begin;
+    if (count == 0) return;
+    if (file_ != nullptr) {
+      file_->read(8 + header_size_ + tensor.begin, target, count, source_);
+    } else {
+      std::memcpy(target, data_begin() + tensor.begin, static_cast<std::size_t>(count));
+    }
+  }
 
   const TensorInfo* find(std::string_view name) const {
     auto it = by_name_.find(std::string(name));
@@ -288,12 +350,12 @@ class SafeTensors {
   }
 
   void index() {
-    if (bytes_.size() < 8) {
-      fail("file is " + std::to_string(bytes_.size()) +
+    if (total_size_ < 8) {
+      fail("file is " + std::to_string(total_size_) +
            " bytes, expected at least 8 (the header length)");
     }
     header_size_ = detail::read_le64(bytes_.data());
-    const std::uint64_t available = bytes_.size() - 8;
+    const std::uint64_t available = total_size_ - 8;
     if (header_size_ > max_header_bytes) {
       fail("header length " + std::to_string(header_size_) + " is larger than the limit of " +
            std::to_string(max_header_bytes) + " bytes");
@@ -442,7 +504,9 @@ class SafeTensors {
   }
 
   std::string source_;
-  std::vector<unsigned char> bytes_;
+  std::vector<unsigned char> bytes_;  // parse(): the whole file; open(): up to the header's end
+  std::uint64_t total_size_ = 0;      // the file's size
+  std::unique_ptr<OpenFile> file_;    // open() only
   std::uint64_t header_size_ = 0;
   std::vector<TensorInfo> tensors_;
   std::map<std::string, std::size_t> by_name_;

@@ -10,9 +10,11 @@ real image) on the same synthetic image; 427x640 preprocesses to torchvision's 8
 
 - torchvision: the peer at its best. One python3 process per arch with torch.set_num_threads
   (default 2), oneDNN convolutions and OpenBLAS; the model is built and loaded, one warm-up run,
-  then `repeats` timed runs of model([image]) in process. Its peak RSS is that process's.
+  then `repeats` timed runs of model([image]) in process. Its peak RSS is that whole process's.
 - fpn: `fpn_detect --json` as a whole process, `repeats` times: start, weight load, image decode,
   inference and the JSON write all count. Its peak RSS is the largest of those processes'.
+
+Peak RSS is GNU time's %M for each process (Debian package `time`), as the issue measures it.
 
 Prints, per arch, the median times and the ratios fpn / torchvision (time, peak RSS). Refuses to
 compare against a torch whose BLAS is the reference implementation (Debian's libblas3 without
@@ -36,7 +38,7 @@ CLASSIFIER_SCALE = 3.0  # as tools/fixtures/detector.py: ~100 detections per ima
 
 # Runs in its own python3 process so that its peak RSS is torchvision's alone.
 PEER = r"""
-import json, os, resource, statistics, sys, time
+import json, os, statistics, sys, time
 sys.path.insert(0, os.environ["FPN_TOOLS"])
 import numpy as np, torch
 from fpn_tools import models
@@ -60,27 +62,37 @@ with torch.no_grad():
         start = time.perf_counter()
         out = model([image])
         times.append(time.perf_counter() - start)
-print(json.dumps({"times": times, "detections": len(out[0]["scores"]), "blas": blas,
-                  "peak_rss_kb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss}))
+print(json.dumps({"times": times, "detections": len(out[0]["scores"]), "blas": blas}))
 """
 
 
+TIME = "/usr/bin/time"
+
+
 def peak_rss_of(command, env=None):
-    """Runs a child under os.wait4 to read its own rusage; returns (wall, peak KB, stdout)."""
-    start = time.perf_counter()
-    with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
-        pid = os.posix_spawn(command[0], command, env if env is not None else os.environ,
+    """Runs a command under GNU time; returns (wall seconds, peak RSS in KB, stdout).
+
+    The peak is GNU time's %M: its child is forked from that small process, so the figure is the
+    command's own. (A child spawned from this Python process would report at least this process's
+    peak: Linux carries the old memory's high-water mark across exec into ru_maxrss.)
+    """
+    with tempfile.NamedTemporaryFile("r") as peak, tempfile.TemporaryFile() as out, \
+            tempfile.TemporaryFile() as err:
+        timed = [TIME, "-f", "%M", "-o", peak.name] + list(command)
+        start = time.perf_counter()
+        pid = os.posix_spawn(TIME, timed, env if env is not None else os.environ,
                              file_actions=[(os.POSIX_SPAWN_DUP2, out.fileno(), 1),
                                            (os.POSIX_SPAWN_DUP2, err.fileno(), 2)])
-        _, status, usage = os.wait4(pid, 0)
+        _, status = os.waitpid(pid, 0)
         wall = time.perf_counter() - start
         out.seek(0)
         err.seek(0)
         stdout, stderr = out.read().decode(), err.read().decode(errors="replace")
-    code = os.waitstatus_to_exitcode(status)
-    if code != 0:
-        sys.exit(f"{' '.join(map(str, command))} failed with exit code {code}:\n{stderr}")
-    return wall, usage.ru_maxrss, stdout
+        code = os.waitstatus_to_exitcode(status)
+        if code != 0:
+            sys.exit(f"{' '.join(map(str, command))} failed with exit code {code}:\n{stderr}")
+        peak_kb = int(peak.read().strip().splitlines()[-1])
+    return wall, peak_kb, stdout
 
 
 def make_inputs(arch, directory, height, width):
@@ -114,6 +126,8 @@ def main():
         sys.exit(f"--fpn-detect: {args.fpn_detect} is not an executable file")
     if args.repeats < 1:
         sys.exit("--repeats must be at least 1")
+    if not os.access(TIME, os.X_OK):
+        sys.exit(f"{TIME} is missing (apt-get install time): it measures each process's peak RSS")
 
     with tempfile.TemporaryDirectory() as scratch:
         directory = args.work_dir or scratch

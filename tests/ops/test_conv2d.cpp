@@ -110,5 +110,60 @@ TEST(Conv2d, RejectsMismatchedShapesWithClearMessages) {
                ShapeError);
 }
 
+// conv2d_add_into: output = relu?(output + conv + bias) by the hand-derived definition, on every
+// path: 1x1 over many tiles (threads take tiles), a batch of small maps (the mask head's shape),
+// 3x3 on im2col and on Winograd (through a temporary), strided 3x3.
+TEST(Conv2d, AddIntoAddsTheConvolutionToTheMapThenBiasAndRelu) {
+  std::mt19937 random(11);
+  std::normal_distribution<double> normal;
+  struct Case {
+    std::int64_t batch, in_channels, out_channels, height, width;
+    int kernel, stride, padding;
+    Conv2dAlgorithm algorithm;
+    bool relu;
+  };
+  const Case cases[] = {
+      {1, 700, 5, 64, 40, 1, 1, 0, Conv2dAlgorithm::automatic, true},
+      {6, 20, 18, 14, 14, 3, 1, 1, Conv2dAlgorithm::im2col, true},
+      {2, 17, 19, 13, 11, 3, 1, 1, Conv2dAlgorithm::winograd, false},
+      {1, 9, 4, 15, 12, 3, 2, 1, Conv2dAlgorithm::automatic, true},
+  };
+  for (const Case& c : cases) {
+    SCOPED_TRACE("batch " + std::to_string(c.batch) + ", kernel " + std::to_string(c.kernel) +
+                 ", stride " + std::to_string(c.stride));
+    Tensor<double> input(Shape{c.batch, c.in_channels, c.height, c.width});
+    Tensor<double> weight(Shape{c.out_channels, c.in_channels, c.kernel, c.kernel});
+    Tensor<double> bias(Shape{c.out_channels});
+    for (Tensor<double>* t : {&input, &weight, &bias}) {
+      for (double& v : t->span()) v = normal(random);
+    }
+    const Tensor<double> conv = naive_conv(input, weight, c.stride, c.padding);
+    Tensor<double> output(conv.shape());
+    for (double& v : output.span()) v = normal(random);
+    Tensor<double> expected = output;
+    const std::int64_t plane = conv.dim(2) * conv.dim(3);
+    for (std::int64_t i = 0; i < conv.numel(); ++i) {
+      const double sum = expected.data()[i] + conv.data()[i] + bias.data()[(i / plane) % c.out_channels];
+      expected.data()[i] = c.relu ? std::max(sum, 0.0) : sum;
+    }
+    conv2d_add_into<double>(input, weight, bias,
+                            Conv2dParams{c.stride, c.padding, c.relu, c.algorithm}, output);
+    for (std::int64_t i = 0; i < expected.numel(); ++i) {
+      ASSERT_NEAR(output.data()[i], expected.data()[i], 1e-9) << "at " << i;
+    }
+  }
+}
+
+TEST(Conv2d, AddIntoRefusesAnOutputOfTheWrongShape) {
+  Tensor<float> output(Shape{1, 4, 8, 7});
+  try {
+    conv2d_add_into<float>(Tensor<float>(Shape{1, 3, 8, 8}), Tensor<float>(Shape{4, 3, 3, 3}),
+                           Tensor<float>(), Conv2dParams{1, 1, false}, output);
+    FAIL();
+  } catch (const ShapeError& error) {
+    EXPECT_STREQ(error.what(), "conv2d_add_into: output must be [1, 4, 8, 8], got [1, 4, 8, 7]");
+  }
+}
+
 }  // namespace
 }  // namespace fpn::ops

@@ -67,6 +67,28 @@ TEST(UpsampleNearest, HandDerivedIndices) {
   for (int i = 0; i < 7; ++i) EXPECT_EQ(output.at(0, 0, 0, i), expected[i]);
 }
 
+// The fused top-down sum is the same single addition per element as upsampling then adding.
+TEST(UpsampleNearest, AddUpsampledEqualsUpsampleThenAdd) {
+  for (const auto& [rows, cols] : {std::pair{7, 10}, std::pair{8, 8}, std::pair{3, 5}}) {
+    Tensor<float> source(Shape{2, 3, 3, 5});
+    Tensor<float> target(Shape{2, 3, rows, cols});
+    for (std::int64_t i = 0; i < source.numel(); ++i) source.data()[i] = 0.37f * float(i) - 4.1f;
+    for (std::int64_t i = 0; i < target.numel(); ++i) target.data()[i] = 1.0f / float(i + 3);
+    Tensor<float> expected = target;
+    add_inplace(expected.view(), upsample_nearest(source, rows, cols));
+    add_upsampled_nearest_inplace(target.view(), source.view());
+    EXPECT_TRUE(tensors_close(target, expected, 0.0)) << rows << "x" << cols;
+  }
+  Tensor<float> target(Shape{1, 2, 4, 4});
+  try {
+    add_upsampled_nearest_inplace(target.view(), Tensor<float>(Shape{1, 3, 2, 2}).view());
+    FAIL();
+  } catch (const ShapeError& error) {
+    EXPECT_STREQ(error.what(),
+                 "add_upsampled_nearest_inplace: target must be [1, 3, H, W], got [1, 2, 4, 4]");
+  }
+}
+
 TEST(ConvTranspose2d, MatchesTorch) {
   for_each_case("conv_transpose", 2, [](const std::string& key, const io::SafeTensors& file) {
     const int stride = static_cast<int>(file.load_float(key + "params").at(0));

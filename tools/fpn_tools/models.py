@@ -112,6 +112,9 @@ def save_seeded_detector(arch, path, seed, eps=1e-5, classifier_scale=1.0):
     gives scores mostly under 0.05; scaled logits give ~100 detections, the hard case for tests.
     """
     with torch.no_grad():
+        # torchvision draws the conv weights from torch's global generator, which Debian's torch
+        # seeds differently in every process: without this, every run made other weights.
+        torch.manual_seed(seed)
         model = calibrate(build_detector(arch, eps=eps), seed)
         model.roi_heads.box_predictor.cls_score.weight.mul_(classifier_scale)
     from .safetensors_io import save_file

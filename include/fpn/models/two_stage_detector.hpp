@@ -7,6 +7,7 @@
 // run-time DetectorParams.
 #pragma once
 
+#include <algorithm>
 #include <concepts>
 #include <cstdint>
 #include <filesystem>
@@ -122,10 +123,28 @@ class TwoStageDetector {
                         image.resized_width);
   }
 
+  // The ROI heads pool and run this many boxes at a time: each box's result is its own, and the
+  // pooled features of 1000 proposals (50 MB for 256 channels) are never held at once.
+  static constexpr std::int64_t box_chunk = 256;
+  static constexpr std::int64_t mask_chunk = 32;
+
   nn::BoxDetections detect_boxes(const nn::FeaturePyramid& pyramid, const Tensor<float>& proposals,
                                  const nn::PreprocessedImage& image) const {
-    const Tensor<float> pooled = box_pooler_.forward(pyramid, proposals, image.resized_height);
-    const auto [logits, deltas] = box_head_.predict(pooled);
+    if (proposals.rank() != 2 || proposals.dim(1) != 4) {
+      detail::throw_shape_error("detect_boxes", "proposals", "[R, 4]", proposals.shape().dims());
+    }
+    const std::int64_t count = proposals.dim(0);
+    const std::int64_t classes = box_head_.num_classes();
+    Tensor<float> logits = Tensor<float>::uninitialized(Shape{count, classes});
+    Tensor<float> deltas = Tensor<float>::uninitialized(Shape{count, 4 * classes});
+    for (std::int64_t first = 0; first < count; first += box_chunk) {
+      const std::int64_t rows = std::min(box_chunk, count - first);
+      const TensorView<const float> boxes(proposals.data() + 4 * first, Shape{rows, 4});
+      const auto [chunk_logits, chunk_deltas] =
+          box_head_.predict(box_pooler_.forward(pyramid, boxes, image.resized_height));
+      std::copy_n(chunk_logits.data(), chunk_logits.numel(), logits.data() + first * classes);
+      std::copy_n(chunk_deltas.data(), chunk_deltas.numel(), deltas.data() + first * 4 * classes);
+    }
     return box_head_.postprocess(logits, deltas, proposals, image.resized_height,
                                  image.resized_width, params_.roi_heads);
   }
@@ -145,8 +164,19 @@ class TwoStageDetector {
                                                         std::to_string(labels.size()) + " labels for " +
                                                         std::to_string(boxes.dim(0)) + " boxes");
     }
-    const Tensor<float> pooled = mask_pooler_.forward(pyramid, boxes, image.resized_height);
-    return mask_head_.forward(pooled, labels);
+    const std::int64_t count = boxes.dim(0);
+    const std::int64_t side = 2 * Heads::mask_head::pool_size;
+    Tensor<float> masks = Tensor<float>::uninitialized(Shape{count, side, side});
+    for (std::int64_t first = 0; first < count; first += mask_chunk) {
+      const std::int64_t rows = std::min(mask_chunk, count - first);
+      const TensorView<const float> chunk(boxes.data() + 4 * first, Shape{rows, 4});
+      const std::vector<std::int64_t> chunk_labels(labels.begin() + first,
+                                                   labels.begin() + first + rows);
+      const Tensor<float> chunk_masks = mask_head_.forward(
+          mask_pooler_.forward(pyramid, chunk, image.resized_height), chunk_labels);
+      std::copy_n(chunk_masks.data(), chunk_masks.numel(), masks.data() + first * side * side);
+    }
+    return masks;
   }
 
   Detections detect_from_proposals(const nn::FeaturePyramid& pyramid, const Tensor<float>& proposals,

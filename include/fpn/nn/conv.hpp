@@ -82,6 +82,14 @@ class Conv2d {
     return ops::conv2d(input, weight_, bias_, params());
   }
 
+  // target = relu?(target + conv(input)), in place (ops::conv2d_add_into): a residual block's last
+  // conv added to its shortcut. `relu` replaces the spec's, which applies before any sum.
+  void forward_add_into(TensorView<const float> input, Tensor<float>& target, bool relu) const {
+    ops::Conv2dParams sum_params = params();
+    sum_params.relu = relu;
+    ops::conv2d_add_into(input, weight_, bias_, sum_params, target.view());
+  }
+
   const ConvSpec& spec() const { return spec_; }
   const Tensor<float>& weight() const { return weight_; }
   const Tensor<float>& bias() const { return bias_; }

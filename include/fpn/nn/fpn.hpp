@@ -6,12 +6,12 @@
 #include <array>
 #include <cstdint>
 #include <string>
+#include <utility>
 
 #include "fpn/core/tensor.hpp"
 #include "fpn/nn/conv.hpp"
 #include "fpn/nn/resnet.hpp"
 #include "fpn/nn/weights.hpp"
-#include "fpn/ops/elementwise.hpp"
 #include "fpn/ops/max_pool2d.hpp"
 #include "fpn/ops/upsample.hpp"
 
@@ -48,11 +48,20 @@ class FPN {
   }
 
   FeaturePyramid forward(const StageOutputs& stages) const {
+    StageOutputs copy = stages;
+    return forward(std::move(copy));
+  }
+
+  // As above, releasing each stage map once its lateral conv has read it: at P2 only C2, the
+  // sums of two levels and P3..P5 are held.
+  FeaturePyramid forward(StageOutputs&& stages) const {
     FeaturePyramid pyramid;
     Tensor<float> inner = merge(3, stages[3], nullptr);
+    stages[3] = Tensor<float>();
     pyramid.levels[3] = output_[3].forward(inner);
     for (std::size_t index = 3; index-- > 0;) {
       inner = merge(index, stages[index], &inner);
+      stages[index] = Tensor<float>();
       pyramid.levels[index] = output_[index].forward(inner);
     }
     pyramid.levels[4] = extra_level(pyramid.levels[3]);
@@ -63,9 +72,7 @@ class FPN {
   // lateral's own size; upper is the level above's sum, or null at the top.
   Tensor<float> merge(std::size_t index, const Tensor<float>& stage, const Tensor<float>* upper) const {
     Tensor<float> inner = lateral_[index].forward(stage);
-    if (upper != nullptr) {
-      ops::add_inplace(inner.view(), ops::upsample_nearest(*upper, inner.dim(2), inner.dim(3)));
-    }
+    if (upper != nullptr) ops::add_upsampled_nearest_inplace(inner.view(), upper->view());
     return inner;
   }
 

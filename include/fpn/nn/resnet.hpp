@@ -9,12 +9,12 @@
 #include <array>
 #include <cstdint>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "fpn/core/tensor.hpp"
 #include "fpn/nn/conv.hpp"
 #include "fpn/nn/weights.hpp"
-#include "fpn/ops/elementwise.hpp"
 #include "fpn/ops/max_pool2d.hpp"
 
 namespace fpn::nn {
@@ -27,12 +27,6 @@ inline Conv2d load_downsample(const WeightReader& block, std::int64_t in_channel
                               std::int64_t out_channels, int stride) {
   return Conv2d::load_folded(block, "downsample.0", "downsample.1",
                              {in_channels, out_channels, 1, stride, 0, false});
-}
-
-// out = relu(out + shortcut), in place.
-inline void add_shortcut_relu(Tensor<float>& out, TensorView<const float> shortcut) {
-  ops::add_inplace(out.view(), shortcut);
-  ops::relu_inplace(out.view());
 }
 
 }  // namespace detail
@@ -52,9 +46,18 @@ class BasicBlock {
     return b;
   }
 
+  // The second conv adds into the shortcut's map (the downsample's output, or x itself).
   Tensor<float> forward(const Tensor<float>& x) const {
-    Tensor<float> out = conv2_.forward(conv1_.forward(x));
-    detail::add_shortcut_relu(out, has_downsample_ ? downsample_.forward(x) : x);
+    Tensor<float> out = has_downsample_ ? downsample_.forward(x) : x;
+    conv2_.forward_add_into(conv1_.forward(x), out, true);
+    return out;
+  }
+
+  // As above, and x's map becomes the output of an identity block: no copy of it is made.
+  Tensor<float> forward(Tensor<float>&& x) const {
+    if (has_downsample_) return forward(std::as_const(x));
+    Tensor<float> out = std::move(x);
+    conv2_.forward_add_into(conv1_.forward(out), out, true);
     return out;
   }
 
@@ -89,9 +92,22 @@ class Bottleneck {
     return b;
   }
 
+  // The last 1x1 conv adds into the shortcut's map (the downsample's output, or x itself), so a
+  // block holds its input, the shortcut and two maps of `planes` channels, never a second map of
+  // the output's width.
   Tensor<float> forward(const Tensor<float>& x) const {
-    Tensor<float> out = conv3_.forward(conv2_.forward(conv1_.forward(x)));
-    detail::add_shortcut_relu(out, has_downsample_ ? downsample_.forward(x) : x);
+    Tensor<float> out = has_downsample_ ? downsample_.forward(x) : x;
+    const Tensor<float> inner = conv2_.forward(conv1_.forward(x));
+    conv3_.forward_add_into(inner, out, true);
+    return out;
+  }
+
+  // As above, and x's map becomes the output of an identity block: no copy of it is made.
+  Tensor<float> forward(Tensor<float>&& x) const {
+    if (has_downsample_) return forward(std::as_const(x));
+    Tensor<float> out = std::move(x);
+    const Tensor<float> inner = conv2_.forward(conv1_.forward(out));
+    conv3_.forward_add_into(inner, out, true);
     return out;
   }
 
@@ -165,11 +181,12 @@ class ResNet {
     return ops::max_pool2d(stem_.forward(image), ops::MaxPool2dParams{3, 2, 1});
   }
 
-  // One stage, 0 (layer1) to 3 (layer4).
+  // One stage, 0 (layer1) to 3 (layer4). Each block's output moves into the next block, which
+  // may reuse its map.
   Tensor<float> forward_stage(std::size_t stage, const Tensor<float>& input) const {
     Tensor<float> x = stages_[stage].front().forward(input);
     for (std::size_t index = 1; index < stages_[stage].size(); ++index) {
-      x = stages_[stage][index].forward(x);
+      x = stages_[stage][index].forward(std::move(x));
     }
     return x;
   }

@@ -19,6 +19,7 @@
 #include <vector>
 
 #include "fpn/core/detail/parallel.hpp"
+#include "fpn/core/detail/scratch.hpp"
 #include "fpn/core/errors.hpp"
 #include "fpn/core/tensor.hpp"
 #include "fpn/ops/winograd.hpp"
@@ -116,16 +117,32 @@ inline bool winograd_pays(std::int64_t batch, std::int64_t in_channels, std::int
 }
 
 // The convolution itself on raw, validated buffers; weights are [Cout, Cin * k * k] row-major.
+// accumulate: output holds a map to add the convolution to, before the bias and ReLU.
 template <typename T>
 void conv2d_into(const T* input, std::int64_t batch, std::int64_t in_channels, std::int64_t height,
                  std::int64_t width, const T* weights, std::int64_t out_channels, int kernel,
-                 const T* bias, Conv2dParams params, T* output) {
+                 const T* bias, Conv2dParams params, T* output, bool accumulate = false) {
   if (winograd_applies(kernel, params) &&
       (params.algorithm == Conv2dAlgorithm::winograd ||
        (params.algorithm == Conv2dAlgorithm::automatic &&
         winograd_pays(batch, in_channels, out_channels, height, width)))) {
-    winograd_f2x3_into(input, batch, in_channels, height, width, weights, out_channels, bias,
-                       params.relu, output);
+    if (!accumulate) {
+      winograd_f2x3_into(input, batch, in_channels, height, width, weights, out_channels, bias,
+                         params.relu, output);
+      return;
+    }
+    // Winograd writes whole tiles: the sum goes through a temporary map.
+    const std::int64_t count = batch * out_channels * height * width;
+    auto sum = Tensor<T>::uninitialized(Shape{count});
+    winograd_f2x3_into(input, batch, in_channels, height, width, weights, out_channels,
+                       static_cast<const T*>(nullptr), false, sum.data());
+    Eigen::Map<Eigen::Array<T, Eigen::Dynamic, 1>>(output, count) +=
+        Eigen::Map<const Eigen::Array<T, Eigen::Dynamic, 1>>(sum.data(), count);
+    for (std::int64_t n = 0; n < batch; ++n) {
+      bias_relu_epilogue(Eigen::Map<RowMajorMatrix<T>>(output + n * out_channels * height * width,
+                                                       out_channels, height * width),
+                         bias, params.relu);
+    }
     return;
   }
   const std::int64_t out_height = conv_output_size(height, kernel, params.stride, params.padding);
@@ -135,33 +152,57 @@ void conv2d_into(const T* input, std::int64_t batch, std::int64_t in_channels, s
   const Eigen::Map<const RowMajorMatrix<T>> weight_matrix(weights, out_channels, depth);
   const bool pointwise = kernel == 1 && params.stride == 1 && params.padding == 0;
 
-  std::int64_t tile = pixels;
-  if (!pointwise) {
-    tile = std::max<std::int64_t>(
-        64, column_budget_bytes / static_cast<std::int64_t>(sizeof(T) * std::max<std::int64_t>(depth, 1)));
-    tile = std::min(tile, pixels);
-  }
-  std::vector<T> columns(pointwise ? 0 : static_cast<std::size_t>(depth * tile));
+  // Tiles of output pixels whose columns (gathered patches, or for a 1x1 conv the input itself)
+  // fit the budget: Eigen packs a GEMM's whole right-hand side, so a whole-map 1x1 conv over C2
+  // would pack 60 MB.
+  const std::int64_t tile = std::min(
+      pixels, std::max<std::int64_t>(64, column_budget_bytes / static_cast<std::int64_t>(
+                                                                 sizeof(T) * std::max<std::int64_t>(depth, 1))));
+  const std::int64_t tiles_per_image = (pixels + tile - 1) / tile;
+  const std::int64_t total_tiles = batch * tiles_per_image;
 
-  for (std::int64_t n = 0; n < batch; ++n) {
+  // One tile: its columns, one GEMM, the bias and ReLU while the output is in cache.
+  auto compute_tile = [&](std::int64_t index, T* columns) {
+    const std::int64_t n = index / tiles_per_image;
+    const std::int64_t first = (index % tiles_per_image) * tile;
+    const std::int64_t count = std::min(tile, pixels - first);
     const T* image = input + n * in_channels * height * width;
-    Eigen::Map<RowMajorMatrix<T>> out(output + n * out_channels * pixels, out_channels, pixels);
-    for (std::int64_t first = 0; first < pixels; first += tile) {
-      const std::int64_t count = std::min(tile, pixels - first);
-      auto out_block = out.middleCols(first, count);
-      if (pointwise) {
-        const Eigen::Map<const RowMajorMatrix<T>, 0, Eigen::OuterStride<>> in_block(
-            image + first, depth, count, Eigen::OuterStride<>(pixels));
-        out_block.noalias() = weight_matrix * in_block;
+    Eigen::Map<RowMajorMatrix<T>, 0, Eigen::OuterStride<>> out_block(
+        output + n * out_channels * pixels + first, out_channels, count,
+        Eigen::OuterStride<>(pixels));
+    auto multiply = [&](const auto& right) {
+      if (accumulate) {
+        out_block.noalias() += weight_matrix * right;
       } else {
-        gather_patches(image, in_channels, height, width, kernel, params.stride, params.padding,
-                       out_width, first, count, columns.data());
-        const Eigen::Map<const RowMajorMatrix<T>> column_matrix(columns.data(), depth, count);
-        out_block.noalias() = weight_matrix * column_matrix;
+        out_block.noalias() = weight_matrix * right;
       }
-      bias_relu_epilogue(out_block, bias, params.relu);
+    };
+    if (pointwise) {
+      multiply(Eigen::Map<const RowMajorMatrix<T>, 0, Eigen::OuterStride<>>(
+          image + first, depth, count, Eigen::OuterStride<>(pixels)));
+    } else {
+      gather_patches(image, in_channels, height, width, kernel, params.stride, params.padding,
+                     out_width, first, count, columns);
+      multiply(Eigen::Map<const RowMajorMatrix<T>>(columns, depth, count));
     }
+    bias_relu_epilogue(out_block, bias, params.relu);
+  };
+  const std::int64_t columns_size = pointwise ? 0 : depth * tile;
+  using fpn::detail::ScratchSlot;
+
+  // With enough tiles each thread takes whole tiles, its GEMMs single-threaded (Eigen runs
+  // sequentially inside a parallel region): no barrier per tile. Otherwise the few tiles run in
+  // turn, each GEMM (and gather) split across the threads.
+  if (winograd_threads() > 1 && total_tiles >= 2 * winograd_threads()) {
+    FPN_OMP(omp parallel) {
+      T* columns = fpn::detail::scratch_buffer<T>(ScratchSlot::conv_columns, columns_size);
+      FPN_OMP(omp for schedule(dynamic))
+      for (std::int64_t index = 0; index < total_tiles; ++index) compute_tile(index, columns);
+    }
+    return;
   }
+  T* columns = fpn::detail::scratch_buffer<T>(ScratchSlot::conv_columns, columns_size);
+  for (std::int64_t index = 0; index < total_tiles; ++index) compute_tile(index, columns);
 }
 
 inline void check_conv_params(std::string_view where, Conv2dParams params) {
@@ -181,6 +222,45 @@ inline void check_conv_algorithm(std::string_view where, int kernel, Conv2dParam
   }
 }
 
+// Validates conv2d's arguments; returns whether there is a bias, the kernel size and the output
+// shape.
+struct Conv2dCall {
+  bool has_bias;
+  int kernel;
+  Shape output;
+};
+
+template <typename T>
+Conv2dCall check_conv2d(std::string_view where, TensorView<const T> input,
+                        TensorView<const T> weight, TensorView<const T> bias,
+                        Conv2dParams params) {
+  using fpn::detail::throw_shape_error;
+  if (input.rank() != 4) throw_shape_error(where, "input", "[N, C, H, W]", input.shape().dims());
+  if (weight.rank() != 4 || weight.dim(2) != weight.dim(3) || weight.dim(1) != input.dim(1)) {
+    throw_shape_error(where, "weight",
+                      "[Cout, " + std::to_string(input.dim(1)) + ", k, k] for input " +
+                          input.shape().str(),
+                      weight.shape().dims());
+  }
+  const bool has_bias = bias.numel() > 0 && bias.data() != nullptr;
+  if (has_bias && (bias.rank() != 1 || bias.dim(0) != weight.dim(0))) {
+    throw_shape_error(where, "bias", "[" + std::to_string(weight.dim(0)) + "]",
+                      bias.shape().dims());
+  }
+  check_conv_params(where, params);
+  const int kernel = static_cast<int>(weight.dim(2));
+  check_conv_algorithm(where, kernel, params);
+  if (input.dim(2) + 2 * params.padding < kernel || input.dim(3) + 2 * params.padding < kernel) {
+    throw_shape_error(where, "input",
+                      "at least " + std::to_string(kernel) + "x" + std::to_string(kernel) +
+                          " after padding",
+                      input.shape().dims());
+  }
+  const std::int64_t out_height = conv_output_size(input.dim(2), kernel, params.stride, params.padding);
+  const std::int64_t out_width = conv_output_size(input.dim(3), kernel, params.stride, params.padding);
+  return {has_bias, kernel, Shape{input.dim(0), weight.dim(0), out_height, out_width}};
+}
+
 }  // namespace detail
 
 // input:  [N, Cin, H, W]; weight: [Cout, Cin, k, k]; bias: [Cout] or empty (no bias)
@@ -189,37 +269,32 @@ template <typename T = float>
 Tensor<T> conv2d(std::type_identity_t<TensorView<const T>> input,
                  std::type_identity_t<TensorView<const T>> weight,
                  std::type_identity_t<TensorView<const T>> bias, Conv2dParams params = {}) {
-  using fpn::detail::throw_shape_error;
-  if (input.rank() != 4) throw_shape_error("conv2d", "input", "[N, C, H, W]", input.shape().dims());
-  if (weight.rank() != 4 || weight.dim(2) != weight.dim(3) || weight.dim(1) != input.dim(1)) {
-    throw_shape_error("conv2d", "weight",
-                      "[Cout, " + std::to_string(input.dim(1)) + ", k, k] for input " +
-                          input.shape().str(),
-                      weight.shape().dims());
-  }
-  const bool has_bias = bias.numel() > 0 && bias.data() != nullptr;
-  if (has_bias && (bias.rank() != 1 || bias.dim(0) != weight.dim(0))) {
-    throw_shape_error("conv2d", "bias", "[" + std::to_string(weight.dim(0)) + "]",
-                      bias.shape().dims());
-  }
-  detail::check_conv_params("conv2d", params);
-  const int kernel = static_cast<int>(weight.dim(2));
-  detail::check_conv_algorithm("conv2d", kernel, params);
-  if (input.dim(2) + 2 * params.padding < kernel || input.dim(3) + 2 * params.padding < kernel) {
-    throw_shape_error("conv2d", "input",
-                      "at least " + std::to_string(kernel) + "x" + std::to_string(kernel) +
-                          " after padding",
-                      input.shape().dims());
-  }
-  const std::int64_t out_height =
-      detail::conv_output_size(input.dim(2), kernel, params.stride, params.padding);
-  const std::int64_t out_width =
-      detail::conv_output_size(input.dim(3), kernel, params.stride, params.padding);
-  auto output = Tensor<T>::uninitialized(Shape{input.dim(0), weight.dim(0), out_height, out_width});
+  const auto [has_bias, kernel, shape] = detail::check_conv2d("conv2d", input, weight, bias, params);
+  auto output = Tensor<T>::uninitialized(shape);
   detail::conv2d_into(input.data(), input.dim(0), input.dim(1), input.dim(2), input.dim(3),
                       weight.data(), weight.dim(0), kernel, has_bias ? bias.data() : nullptr,
                       params, output.data());
   return output;
+}
+
+// output = relu?(output + conv(input, weight) + bias), in place: a residual block's last conv
+// added to its shortcut without a second full-size map. output: [N, Cout, H', W'] as conv2d
+// returns. The sum is rounded in another order than conv2d followed by add_inplace (the shortcut
+// joins before the bias), so results may differ in the last bit.
+template <typename T = float>
+void conv2d_add_into(std::type_identity_t<TensorView<const T>> input,
+                     std::type_identity_t<TensorView<const T>> weight,
+                     std::type_identity_t<TensorView<const T>> bias, Conv2dParams params,
+                     std::type_identity_t<TensorView<T>> output) {
+  const auto [has_bias, kernel, expected] = detail::check_conv2d("conv2d_add_into", input, weight,
+                                                                 bias, params);
+  if (!(output.shape() == expected)) {
+    fpn::detail::throw_shape_error("conv2d_add_into", "output", expected.str(),
+                                   output.shape().dims());
+  }
+  detail::conv2d_into(input.data(), input.dim(0), input.dim(1), input.dim(2), input.dim(3),
+                      weight.data(), weight.dim(0), kernel, has_bias ? bias.data() : nullptr,
+                      params, output.data(), true);
 }
 
 // Without bias.

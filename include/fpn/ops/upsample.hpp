@@ -36,6 +36,26 @@ inline std::vector<std::int64_t> nearest_source_indices(std::int64_t input_size,
   return indices;
 }
 
+// For every element of the [planes, out_height, out_width] map at `out`: apply(element, the
+// source element nearest-resize picks from the [planes, height, width] map at `in`).
+template <typename T, typename U, typename Apply>
+void for_each_nearest(const T* in, std::int64_t planes, std::int64_t height, std::int64_t width,
+                      U* out, std::int64_t out_height, std::int64_t out_width, Apply apply) {
+  const auto rows = nearest_source_indices(height, out_height);
+  const auto cols = nearest_source_indices(width, out_width);
+  FPN_OMP(omp parallel for schedule(static) if (planes * out_height * out_width > (1 << 16)))
+  for (std::int64_t plane = 0; plane < planes; ++plane) {
+    const T* source = in + plane * height * width;
+    U* target = out + plane * out_height * out_width;
+    for (std::int64_t y = 0; y < out_height; ++y) {
+      const T* line = source + rows[static_cast<std::size_t>(y)] * width;
+      for (std::int64_t x = 0; x < out_width; ++x) {
+        apply(*target++, line[cols[static_cast<std::size_t>(x)]]);
+      }
+    }
+  }
+}
+
 }  // namespace detail
 
 // input: [N, C, H, W]; returns [N, C, out_height, out_width].
@@ -51,24 +71,32 @@ Tensor<T> upsample_nearest(std::type_identity_t<TensorView<const T>> input,
         "upsample_nearest", "output size must be at least 1x1, got " +
                                 std::to_string(out_height) + "x" + std::to_string(out_width));
   }
-  const std::int64_t height = input.dim(2);
-  const std::int64_t width = input.dim(3);
-  const auto rows = detail::nearest_source_indices(height, out_height);
-  const auto cols = detail::nearest_source_indices(width, out_width);
   auto output = Tensor<T>::uninitialized(Shape{input.dim(0), input.dim(1), out_height, out_width});
-  const std::int64_t planes = input.dim(0) * input.dim(1);
-  FPN_OMP(omp parallel for schedule(static) if (planes * out_height * out_width > (1 << 16)))
-  for (std::int64_t plane = 0; plane < planes; ++plane) {
-    const T* in = input.data() + plane * height * width;
-    T* out = output.data() + plane * out_height * out_width;
-    for (std::int64_t y = 0; y < out_height; ++y) {
-      const T* line = in + rows[static_cast<std::size_t>(y)] * width;
-      for (std::int64_t x = 0; x < out_width; ++x) {
-        *out++ = line[cols[static_cast<std::size_t>(x)]];
-      }
-    }
-  }
+  detail::for_each_nearest(input.data(), input.dim(0) * input.dim(1), input.dim(2), input.dim(3),
+                           output.data(), out_height, out_width,
+                           [](T& out, const T& in) { out = in; });
   return output;
+}
+
+// target += upsample_nearest(source, H, W), without the resized map: FPN's top-down sum.
+// target: [N, C, H, W]; source: [N, C, h, w] with h, w >= 1. The same single float addition per
+// element as add_inplace after upsample_nearest, so the result is identical.
+template <typename T = float>
+void add_upsampled_nearest_inplace(std::type_identity_t<TensorView<T>> target,
+                                   std::type_identity_t<TensorView<const T>> source) {
+  if (source.rank() != 4 || source.dim(2) == 0 || source.dim(3) == 0) {
+    fpn::detail::throw_shape_error("add_upsampled_nearest_inplace", "source",
+                                   "[N, C, H, W] with H, W >= 1", source.shape().dims());
+  }
+  if (target.rank() != 4 || target.dim(0) != source.dim(0) || target.dim(1) != source.dim(1)) {
+    fpn::detail::throw_shape_error(
+        "add_upsampled_nearest_inplace", "target",
+        "[" + std::to_string(source.dim(0)) + ", " + std::to_string(source.dim(1)) + ", H, W]",
+        target.shape().dims());
+  }
+  detail::for_each_nearest(source.data(), source.dim(0) * source.dim(1), source.dim(2),
+                           source.dim(3), target.data(), target.dim(2), target.dim(3),
+                           [](T& out, const T& in) { out += in; });
 }
 
 }  // namespace fpn::ops

@@ -165,5 +165,31 @@ TEST(Conv2d, AddIntoRefusesAnOutputOfTheWrongShape) {
   }
 }
 
+// conv2d_1x1_in_place: the hand-derived 1x1 conv with bias and ReLU, over several tiles.
+TEST(Conv2d, OneByOneInPlaceMatchesTheNaiveDefinition) {
+  std::mt19937 random(13);
+  std::normal_distribution<double> normal;
+  Tensor<double> map(Shape{2, 300, 61, 37});  // 4 MB of columns hold 1747 pixels: 2 tiles each
+  Tensor<double> weight(Shape{300, 300, 1, 1});
+  Tensor<double> bias(Shape{300});
+  for (Tensor<double>* t : {&map, &weight, &bias}) {
+    for (double& v : t->span()) v = normal(random);
+  }
+  const Tensor<double> conv = naive_conv(map, weight, 1, 0);
+  conv2d_1x1_in_place<double>(map, weight, bias, true);
+  const std::int64_t plane = 61 * 37;
+  for (std::int64_t i = 0; i < conv.numel(); ++i) {
+    const double expected = std::max(conv.data()[i] + bias.data()[(i / plane) % 300], 0.0);
+    ASSERT_NEAR(map.data()[i], expected, 1e-9) << "at " << i;
+  }
+  try {
+    Tensor<float> wide(Shape{1, 3, 4, 4});
+    conv2d_1x1_in_place<float>(wide, Tensor<float>(Shape{5, 3, 1, 1}), Tensor<float>(), false);
+    FAIL();
+  } catch (const ShapeError& error) {
+    EXPECT_STREQ(error.what(), "conv2d_1x1_in_place: weight must be [3, 3, 1, 1], got [5, 3, 1, 1]");
+  }
+}
+
 }  // namespace
 }  // namespace fpn::ops

@@ -106,9 +106,15 @@ class TwoStageDetector {
   std::int64_t num_classes() const { return num_classes_; }
   const Backbone& backbone() const { return backbone_; }
 
-  // The whole pipeline on an 8-bit RGB image.
+  // The whole pipeline on an 8-bit RGB image. The preprocessed image is released once the stem
+  // has read it.
   Detections detect(nn::ImageView image) const {
-    return detect(nn::preprocess(image, params_.transform));
+    nn::PreprocessedImage input = nn::preprocess(image, params_.transform);
+    const std::int64_t padded_height = input.tensor.dim(2), padded_width = input.tensor.dim(3);
+    const nn::FeaturePyramid pyramid = backbone_.forward(std::move(input.tensor));
+    const nn::Proposals proposals = rpn_.forward(pyramid, padded_height, padded_width,
+                                                 input.resized_height, input.resized_width);
+    return detect_from_proposals(pyramid, proposals.boxes, input);
   }
 
   Detections detect(const nn::PreprocessedImage& image) const {

@@ -47,6 +47,17 @@ class BackboneWithFPN {
     return neck_.forward(body_.forward(image));
   }
 
+  // As above, releasing the image once the bottom-up pathway no longer needs it (after the stem
+  // of a ResNet).
+  FeaturePyramid forward(Tensor<float>&& image) const {
+    if constexpr (requires { body_.forward(std::move(image)); }) {
+      return neck_.forward(body_.forward(std::move(image)));
+    } else {
+      const Tensor<float> owned = std::move(image);
+      return neck_.forward(body_.forward(owned.view()));
+    }
+  }
+
   const Body& body() const { return body_; }
   const Neck& neck() const { return neck_; }
 

@@ -8,6 +8,7 @@
 #include <cmath>
 #include <cstdint>
 #include <string>
+#include <vector>
 
 #include "fpn/core/tensor.hpp"
 #include "fpn/nn/weights.hpp"
@@ -88,6 +89,55 @@ class Conv2d {
     ops::Conv2dParams sum_params = params();
     sum_params.relu = relu;
     ops::conv2d_add_into(input, weight_, bias_, sum_params, target.view());
+  }
+
+  // A 1x1 stride-1 conv with as many outputs as inputs, written over its input map (FPN's lateral
+  // on a 256-channel C2): no second map of the same size.
+  void forward_in_place(Tensor<float>& map) const {
+    FPN_ASSERT(spec_.kernel == 1 && spec_.stride == 1 && spec_.padding == 0 &&
+               spec_.in_channels == spec_.out_channels);
+    ops::conv2d_1x1_in_place(map.view(), weight_, bias_, spec_.relu);
+  }
+
+  // Bands of rows of this 3x3, stride-1, padding-1 conv's output over a [1, C, H, W] map, each
+  // computed from a copy of the input rows it needs, so no full-size output map exists.
+  // visit(first, rows, band): band is [1, Cout, rows + 2, W]; its rows 1 .. rows are output rows
+  // first .. first + rows - 1 (its first and last rows are scratch). visit may overwrite input
+  // rows [first, first + rows): the row above the next band is copied before visit is called.
+  // band_rows: rows per band, or 0 for as many as fit band_budget_bytes (at least 8).
+  static constexpr std::int64_t band_budget_bytes = 8 << 20;
+
+  template <typename Visit>
+  void forward_bands(TensorView<const float> input, Visit&& visit, std::int64_t band_rows = 0) const {
+    FPN_ASSERT(spec_.kernel == 3 && spec_.stride == 1 && spec_.padding == 1 &&
+               input.rank() == 4 && input.dim(0) == 1 && input.dim(1) == spec_.in_channels);
+    const std::int64_t channels = input.dim(1), height = input.dim(2), width = input.dim(3);
+    const std::int64_t row_bytes = channels * width * static_cast<std::int64_t>(sizeof(float));
+    if (band_rows <= 0) band_rows = band_budget_bytes / std::max<std::int64_t>(row_bytes, 1);
+    band_rows = std::clamp<std::int64_t>(band_rows, 1, std::max<std::int64_t>(height, 1));
+    if (height == 0) return;
+    std::vector<float> above(static_cast<std::size_t>(channels * width), 0.0f);  // zero padding
+    Tensor<float> band_input = Tensor<float>::uninitialized(Shape{(band_rows + 2) * channels * width});
+    for (std::int64_t first = 0; first < height; first += band_rows) {
+      const std::int64_t rows = std::min(band_rows, height - first);
+      const std::int64_t plane = (rows + 2) * width;
+      for (std::int64_t c = 0; c < channels; ++c) {
+        const float* source = input.data() + c * height * width;
+        float* target = band_input.data() + c * plane;
+        std::copy_n(above.data() + c * width, width, target);
+        std::copy_n(source + first * width, rows * width, target + width);
+        float* below = target + (rows + 1) * width;
+        if (first + rows < height) {
+          std::copy_n(source + (first + rows) * width, width, below);
+        } else {
+          std::fill_n(below, width, 0.0f);
+        }
+        std::copy_n(source + (first + rows - 1) * width, width, above.data() + c * width);
+      }
+      const Tensor<float> band = forward(
+          TensorView<const float>(band_input.data(), Shape{1, channels, rows + 2, width}));
+      visit(first, rows, band);
+    }
   }
 
   const ConvSpec& spec() const { return spec_; }

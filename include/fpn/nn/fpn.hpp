@@ -3,6 +3,7 @@
 //   inner_i's exact size; P_i = 3x3 output conv of inner_i; P6 = max_pool(P5, kernel 1, stride 2).
 #pragma once
 
+#include <algorithm>
 #include <array>
 #include <cstdint>
 #include <string>
@@ -52,17 +53,22 @@ class FPN {
     return forward(std::move(copy));
   }
 
-  // As above, releasing each stage map once its lateral conv has read it: at P2 only C2, the
-  // sums of two levels and P3..P5 are held.
+  // As above, with the stage maps' memory: each stage map is released once its lateral has read
+  // it (or becomes the lateral, when the widths agree), and each 3x3 output conv overwrites the
+  // sum it reads, band by band (Conv2d::forward_bands), once the level below has used that sum.
+  // At P2 only C2's map (turned into P2), P3..P5 and two bands of rows are held.
   FeaturePyramid forward(StageOutputs&& stages) const {
     FeaturePyramid pyramid;
-    Tensor<float> inner = merge(3, stages[3], nullptr);
-    stages[3] = Tensor<float>();
-    pyramid.levels[3] = output_[3].forward(inner);
-    for (std::size_t index = 3; index-- > 0;) {
-      inner = merge(index, stages[index], &inner);
-      stages[index] = Tensor<float>();
-      pyramid.levels[index] = output_[index].forward(inner);
+    Tensor<float> inner = lateral_in(3, std::move(stages[3]));
+    for (std::size_t index = 4; index-- > 0;) {
+      Tensor<float> lower;
+      if (index > 0) {
+        lower = lateral_in(index - 1, std::move(stages[index - 1]));
+        ops::add_upsampled_nearest_inplace(lower.view(), inner.view());
+      }
+      output_in_place(index, inner);
+      pyramid.levels[index] = std::move(inner);
+      inner = std::move(lower);
     }
     pyramid.levels[4] = extra_level(pyramid.levels[3]);
     return pyramid;
@@ -79,6 +85,26 @@ class FPN {
   // P6 from P5: LastLevelMaxPool, max_pool2d(kernel 1, stride 2), i.e. every other pixel.
   static Tensor<float> extra_level(const Tensor<float>& p5) {
     return ops::max_pool2d(p5, ops::MaxPool2dParams{1, 2, 0});
+  }
+
+  // The lateral conv of a stage map it owns: in place when the widths agree.
+  Tensor<float> lateral_in(std::size_t index, Tensor<float> stage) const {
+    if (lateral_[index].spec().in_channels != out_channels) return lateral_[index].forward(stage);
+    lateral_[index].forward_in_place(stage);
+    return stage;
+  }
+
+  // P_i over its own sum's map, band by band.
+  void output_in_place(std::size_t index, Tensor<float>& inner) const {
+    const std::int64_t width = inner.dim(3), plane = inner.dim(2) * width;
+    output_[index].forward_bands(inner.view(), [&](std::int64_t first, std::int64_t rows,
+                                                   const Tensor<float>& band) {
+      const std::int64_t band_plane = band.dim(2) * width;
+      for (std::int64_t c = 0; c < out_channels; ++c) {
+        std::copy_n(band.data() + c * band_plane + width, rows * width,
+                    inner.data() + c * plane + first * width);
+      }
+    });
   }
 
   // Multiply-adds of level index's lateral and output convs for a stage map of height x width.

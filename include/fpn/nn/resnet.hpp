@@ -94,10 +94,10 @@ class Bottleneck {
 
   // The last 1x1 conv adds into the shortcut's map (the downsample's output, or x itself), so a
   // block holds its input, the shortcut and two maps of `planes` channels, never a second map of
-  // the output's width.
+  // the output's width; the shortcut is made once conv1's map is gone.
   Tensor<float> forward(const Tensor<float>& x) const {
+    const Tensor<float> inner = conv2_.forward(conv1_.forward(x));  // conv1's map goes here
     Tensor<float> out = has_downsample_ ? downsample_.forward(x) : x;
-    const Tensor<float> inner = conv2_.forward(conv1_.forward(x));
     conv3_.forward_add_into(inner, out, true);
     return out;
   }
@@ -168,8 +168,21 @@ class ResNet {
 
   // image: [N, 3, H, W] (normalised); returns C2..C5.
   StageOutputs forward(TensorView<const float> image) const {
+    return forward_from_stem(forward_stem(image));
+  }
+
+  // As above, releasing the image once the stem has read it.
+  StageOutputs forward(Tensor<float>&& image) const {
+    Tensor<float> stem = forward_stem(image);
+    image = Tensor<float>();
+    return forward_from_stem(std::move(stem));
+  }
+
+  // C2..C5 from the stem's output, released once layer1 has read it.
+  StageOutputs forward_from_stem(Tensor<float> stem) const {
     StageOutputs outputs;
-    outputs[0] = forward_stage(0, forward_stem(image));
+    outputs[0] = forward_stage(0, stem);
+    stem = Tensor<float>();
     for (std::size_t stage = 1; stage < 4; ++stage) {
       outputs[stage] = forward_stage(stage, outputs[stage - 1]);
     }

@@ -109,7 +109,19 @@ class RegionProposalNetwork {
       const std::int64_t height = feature.dim(2);
       const std::int64_t width = feature.dim(3);
       const std::int64_t pixels = height * width;
-      const Tensor<float> head = predictor_.forward(conv_.forward(feature));
+      // The 3x3 conv's map goes straight into the 1x1 heads band by band: its full-size map (as
+      // large as P2) never exists.
+      Tensor<float> head = Tensor<float>::uninitialized(
+          Shape{1, predictor_.spec().out_channels, height, width});
+      conv_.forward_bands(feature, [&](std::int64_t first, std::int64_t rows,
+                                       const Tensor<float>& band) {
+        const Tensor<float> band_head = predictor_.forward(band);
+        const std::int64_t band_plane = band_head.dim(2) * width;
+        for (std::int64_t c = 0; c < band_head.dim(1); ++c) {
+          std::copy_n(band_head.data() + c * band_plane + width, rows * width,
+                      head.data() + c * pixels + first * width);
+        }
+      });
       const float* logit_planes = head.data();                        // [A, H, W]
       const float* delta_planes = head.data() + num_anchors_ * pixels;  // [A, 4, H, W]
 

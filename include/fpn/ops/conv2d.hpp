@@ -19,7 +19,6 @@
 #include <vector>
 
 #include "fpn/core/detail/parallel.hpp"
-#include "fpn/core/detail/scratch.hpp"
 #include "fpn/core/errors.hpp"
 #include "fpn/core/tensor.hpp"
 #include "fpn/ops/winograd.hpp"
@@ -187,22 +186,21 @@ void conv2d_into(const T* input, std::int64_t batch, std::int64_t in_channels, s
     }
     bias_relu_epilogue(out_block, bias, params.relu);
   };
-  const std::int64_t columns_size = pointwise ? 0 : depth * tile;
-  using fpn::detail::ScratchSlot;
+  const auto columns_size = static_cast<std::size_t>(pointwise ? 0 : depth * tile);
 
   // With enough tiles each thread takes whole tiles, its GEMMs single-threaded (Eigen runs
   // sequentially inside a parallel region): no barrier per tile. Otherwise the few tiles run in
   // turn, each GEMM (and gather) split across the threads.
   if (winograd_threads() > 1 && total_tiles >= 2 * winograd_threads()) {
     FPN_OMP(omp parallel) {
-      T* columns = fpn::detail::scratch_buffer<T>(ScratchSlot::conv_columns, columns_size);
+      std::vector<T> columns(columns_size);
       FPN_OMP(omp for schedule(dynamic))
-      for (std::int64_t index = 0; index < total_tiles; ++index) compute_tile(index, columns);
+      for (std::int64_t index = 0; index < total_tiles; ++index) compute_tile(index, columns.data());
     }
     return;
   }
-  T* columns = fpn::detail::scratch_buffer<T>(ScratchSlot::conv_columns, columns_size);
-  for (std::int64_t index = 0; index < total_tiles; ++index) compute_tile(index, columns);
+  std::vector<T> columns(columns_size);
+  for (std::int64_t index = 0; index < total_tiles; ++index) compute_tile(index, columns.data());
 }
 
 inline void check_conv_params(std::string_view where, Conv2dParams params) {
@@ -295,6 +293,48 @@ void conv2d_add_into(std::type_identity_t<TensorView<const T>> input,
   detail::conv2d_into(input.data(), input.dim(0), input.dim(1), input.dim(2), input.dim(3),
                       weight.data(), weight.dim(0), kernel, has_bias ? bias.data() : nullptr,
                       params, output.data(), true);
+}
+
+// map = relu?(conv1x1(map, weight) + bias), in place, for a weight [C, C, 1, 1] (as many
+// outputs as inputs): each tile of pixels is computed into scratch, then copied over its input.
+template <typename T = float>
+void conv2d_1x1_in_place(std::type_identity_t<TensorView<T>> map,
+                         std::type_identity_t<TensorView<const T>> weight,
+                         std::type_identity_t<TensorView<const T>> bias, bool relu) {
+  const auto [has_bias, kernel, shape] =
+      detail::check_conv2d("conv2d_1x1_in_place", TensorView<const T>(map), weight, bias,
+                           Conv2dParams{1, 0, relu});
+  if (kernel != 1 || !(shape == map.shape())) {
+    fpn::detail::throw_shape_error("conv2d_1x1_in_place", "weight",
+                                   "[" + std::to_string(map.dim(1)) + ", " +
+                                       std::to_string(map.dim(1)) + ", 1, 1]",
+                                   weight.shape().dims());
+  }
+  const std::int64_t channels = map.dim(1);
+  const std::int64_t pixels = map.dim(2) * map.dim(3);
+  const std::int64_t tile = std::min(
+      pixels, std::max<std::int64_t>(64, detail::column_budget_bytes /
+                                             static_cast<std::int64_t>(sizeof(T) * std::max<std::int64_t>(channels, 1))));
+  const std::int64_t tiles_per_image = pixels == 0 ? 0 : (pixels + tile - 1) / tile;
+  const std::int64_t total_tiles = map.dim(0) * tiles_per_image;
+  const Eigen::Map<const detail::RowMajorMatrix<T>> weight_matrix(weight.data(), channels, channels);
+  const T* bias_data = has_bias ? bias.data() : nullptr;
+  FPN_OMP(omp parallel if (total_tiles > 1)) {
+    std::vector<T> buffer(static_cast<std::size_t>(channels * tile));
+    T* scratch = buffer.data();
+    FPN_OMP(omp for schedule(dynamic))
+    for (std::int64_t index = 0; index < total_tiles; ++index) {
+      const std::int64_t first = (index % tiles_per_image) * tile;
+      const std::int64_t count = std::min(tile, pixels - first);
+      T* image = map.data() + (index / tiles_per_image) * channels * pixels;
+      Eigen::Map<detail::RowMajorMatrix<T>, 0, Eigen::OuterStride<>> columns(
+          image + first, channels, count, Eigen::OuterStride<>(pixels));
+      Eigen::Map<detail::RowMajorMatrix<T>> result(scratch, channels, count);
+      result.noalias() = weight_matrix * columns;
+      detail::bias_relu_epilogue(result, bias_data, relu);
+      columns = result;
+    }
+  }
 }
 
 // Without bias.

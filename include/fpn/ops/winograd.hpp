@@ -26,7 +26,6 @@
 #include <vector>
 
 #include "fpn/core/detail/parallel.hpp"
-#include "fpn/core/detail/scratch.hpp"
 #include "fpn/core/tensor.hpp"
 
 #ifdef _OPENMP
@@ -231,19 +230,16 @@ struct WinogradTiling {
   std::int64_t padded_width() const { return 2 * tiles_per_row + 2; }
 };
 
-// One thread's scratch: the block's V ([16, Cin, tiles]) and M ([16, Cout, tiles]) in the
-// thread's kept scratch buffers (core/detail/scratch.hpp), and the row buffers of the transforms.
+// One thread's scratch: the block's V ([16, Cin, tiles]) and M ([16, Cout, tiles]), and the
+// row buffers of the transforms.
 template <typename T>
 struct WinogradScratch {
-  T* transformed;
-  T* products;
+  Tensor<T> transformed, products;
   std::vector<T> lines, spare_row;
 
   WinogradScratch(const WinogradTiling& tiling, std::int64_t block_tiles)
-      : transformed(fpn::detail::scratch_buffer<T>(fpn::detail::ScratchSlot::winograd_input,
-                                                   16 * tiling.in_channels * block_tiles)),
-        products(fpn::detail::scratch_buffer<T>(fpn::detail::ScratchSlot::winograd_products,
-                                                16 * tiling.out_channels * block_tiles)),
+      : transformed(Tensor<T>::uninitialized(Shape{16, tiling.in_channels, block_tiles})),
+        products(Tensor<T>::uninitialized(Shape{16, tiling.out_channels, block_tiles})),
         lines(static_cast<std::size_t>(4 * tiling.padded_width())),
         spare_row(static_cast<std::size_t>(tiling.width + 1)) {}
 };
@@ -269,16 +265,16 @@ void winograd_block(const WinogradTiling& tiling, const T* input, const T* filte
                         winograd_transform_input_run(
                             plane, height, width, zeros, tile_row, tile_column, length,
                             scratch.lines.data(), tiling.padded_width(),
-                            scratch.transformed + channel * count + offset, input_stride);
+                            scratch.transformed.data() + channel * count + offset, input_stride);
                       });
   }
 
   for (int k = 0; k < 16; ++k) {
     const Eigen::Map<const Matrix> u(filter + k * out_channels * in_channels, out_channels,
                                      in_channels);
-    const Eigen::Map<const Matrix> v(scratch.transformed + k * input_stride, in_channels,
+    const Eigen::Map<const Matrix> v(scratch.transformed.data() + k * input_stride, in_channels,
                                      count);
-    Eigen::Map<Matrix>(scratch.products + k * output_stride, out_channels, count).noalias() =
+    Eigen::Map<Matrix>(scratch.products.data() + k * output_stride, out_channels, count).noalias() =
         u * v;
   }
 
@@ -294,7 +290,7 @@ void winograd_block(const WinogradTiling& tiling, const T* input, const T* filte
                         const std::int64_t full = std::clamp<std::int64_t>(
                             tiling.full_tiles_per_row - tile_column, 0, length);
                         winograd_transform_output_run(
-                            scratch.products + channel * count + offset, output_stride,
+                            scratch.products.data() + channel * count + offset, output_stride,
                             length, full, channel_bias, relu, top, bottom);
                       });
   }

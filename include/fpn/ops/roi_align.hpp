@@ -144,8 +144,17 @@ Tensor<T> roi_align(std::type_identity_t<TensorView<const T>> features,
   const T* rois = boxes.data();
   T* result = output.data();
 
+  // ROIs are visited top to bottom (each writes only its own output): neighbours read the same
+  // rows of every channel plane, which keeps a large map's pages in the TLB and cache.
+  std::vector<std::int64_t> order(static_cast<std::size_t>(sizes.num_rois));
+  for (std::int64_t n = 0; n < sizes.num_rois; ++n) order[static_cast<std::size_t>(n)] = n;
+  std::stable_sort(order.begin(), order.end(), [rois](std::int64_t a, std::int64_t b) {
+    return std::pair(rois[5 * a], rois[5 * a + 2]) < std::pair(rois[5 * b], rois[5 * b + 2]);
+  });
+
   FPN_OMP(omp parallel for schedule(dynamic))
-  for (std::int64_t n = 0; n < sizes.num_rois; ++n) {
+  for (std::int64_t index = 0; index < sizes.num_rois; ++index) {
+    const std::int64_t n = order[static_cast<std::size_t>(index)];
     const T* roi = rois + 5 * n;
     const auto batch_index = static_cast<std::int64_t>(roi[0]);
     // No rounding of the scaled corners: this is what distinguishes RoIAlign from RoIPool.

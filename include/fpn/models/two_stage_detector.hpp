@@ -132,7 +132,7 @@ class TwoStageDetector {
   // The ROI heads pool and run this many boxes at a time: each box's result is its own, and the
   // pooled features of 1000 proposals (50 MB for 256 channels) are never held at once.
   static constexpr std::int64_t box_chunk = 256;
-  static constexpr std::int64_t mask_chunk = 32;
+  static constexpr std::int64_t mask_chunk = 8;
 
   nn::BoxDetections detect_boxes(const nn::FeaturePyramid& pyramid, const Tensor<float>& proposals,
                                  const nn::PreprocessedImage& image) const {

@@ -2,8 +2,11 @@
 // at compile time. Parameter names follow torchvision: "backbone.body.*", "backbone.fpn.*".
 #pragma once
 
+#include <array>
 #include <concepts>
+#include <cstddef>
 #include <string>
+#include <utility>
 
 #include "fpn/core/tensor.hpp"
 #include "fpn/nn/fpn.hpp"
@@ -44,14 +47,19 @@ class BackboneWithFPN {
 
   // image: [N, 3, H, W] normalised and padded to a multiple of 32; returns P2..P6.
   FeaturePyramid forward(TensorView<const float> image) const {
-    return neck_.forward(body_.forward(image));
+    if constexpr (interleaved) {
+      return forward_interleaved(body_.forward_stem(image));
+    } else {
+      return neck_.forward(body_.forward(image));
+    }
   }
 
-  // As above, releasing the image once the bottom-up pathway no longer needs it (after the stem
-  // of a ResNet).
+  // As above, releasing the image once the stem has read it.
   FeaturePyramid forward(Tensor<float>&& image) const {
-    if constexpr (requires { body_.forward(std::move(image)); }) {
-      return neck_.forward(body_.forward(std::move(image)));
+    if constexpr (interleaved) {
+      Tensor<float> stem = body_.forward_stem(image);
+      image = Tensor<float>();
+      return forward_interleaved(std::move(stem));
     } else {
       const Tensor<float> owned = std::move(image);
       return neck_.forward(body_.forward(owned.view()));
@@ -62,6 +70,32 @@ class BackboneWithFPN {
   const Neck& neck() const { return neck_; }
 
  private:
+  // A body run stage by stage and a neck with separate laterals: each stage map turns into its
+  // lateral as soon as the next stage has read it, so the bottom-up pass holds 256-channel
+  // laterals (C3's 512 channels become 256) rather than every stage map.
+  static constexpr bool interleaved =
+      requires(const Body& body, const Neck& neck, TensorView<const float> image,
+               const Tensor<float>& map, Tensor<float>&& owned,
+               std::array<Tensor<float>, 4>&& laterals) {
+        { body.forward_stem(image) } -> std::same_as<Tensor<float>>;
+        { body.forward_stage(std::size_t{}, map) } -> std::same_as<Tensor<float>>;
+        { neck.lateral_in(std::size_t{}, std::move(owned)) } -> std::same_as<Tensor<float>>;
+        { neck.top_down(std::move(laterals)) } -> std::same_as<FeaturePyramid>;
+      };
+
+  FeaturePyramid forward_interleaved(Tensor<float> stem) const {
+    std::array<Tensor<float>, 4> laterals;
+    Tensor<float> previous = body_.forward_stage(0, stem);
+    stem = Tensor<float>();
+    for (std::size_t stage = 1; stage < 4; ++stage) {
+      Tensor<float> next = body_.forward_stage(stage, previous);
+      laterals[stage - 1] = neck_.lateral_in(stage - 1, std::move(previous));
+      previous = std::move(next);
+    }
+    laterals[3] = neck_.lateral_in(3, std::move(previous));
+    return neck_.top_down(std::move(laterals));
+  }
+
   Body body_;
   Neck neck_;
 };

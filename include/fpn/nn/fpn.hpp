@@ -54,21 +54,24 @@ class FPN {
   }
 
   // As above, with the stage maps' memory: each stage map is released once its lateral has read
-  // it (or becomes the lateral, when the widths agree), and each 3x3 output conv overwrites the
-  // sum it reads, band by band (Conv2d::forward_bands), once the level below has used that sum.
-  // At P2 only C2's map (turned into P2), P3..P5 and two bands of rows are held.
+  // it (or becomes the lateral, when the widths agree).
   FeaturePyramid forward(StageOutputs&& stages) const {
-    FeaturePyramid pyramid;
-    Tensor<float> inner = lateral_in(3, std::move(stages[3]));
+    std::array<Tensor<float>, 4> laterals;
     for (std::size_t index = 4; index-- > 0;) {
-      Tensor<float> lower;
-      if (index > 0) {
-        lower = lateral_in(index - 1, std::move(stages[index - 1]));
-        ops::add_upsampled_nearest_inplace(lower.view(), inner.view());
-      }
-      output_in_place(index, inner);
-      pyramid.levels[index] = std::move(inner);
-      inner = std::move(lower);
+      laterals[index] = lateral_in(index, std::move(stages[index]));
+    }
+    return top_down(std::move(laterals));
+  }
+
+  // The top-down pathway from the four lateral maps, in their memory: from the top, each sum is
+  // added (nearest-resized) into the lateral below, then its 3x3 output conv overwrites it band by
+  // band (Conv2d::forward_bands). At P2 only P2's sum, P3..P5 and two bands of rows are held.
+  FeaturePyramid top_down(std::array<Tensor<float>, 4>&& laterals) const {
+    FeaturePyramid pyramid;
+    for (std::size_t index = 4; index-- > 0;) {
+      if (index > 0) ops::add_upsampled_nearest_inplace(laterals[index - 1].view(), laterals[index].view());
+      output_in_place(index, laterals[index]);
+      pyramid.levels[index] = std::move(laterals[index]);
     }
     pyramid.levels[4] = extra_level(pyramid.levels[3]);
     return pyramid;

@@ -84,11 +84,7 @@ void register_size(std::int64_t height, std::int64_t width) {
       for (auto _ : state) {
         conv.forward_bands(map.feature, [&](std::int64_t first, std::int64_t count,
                                             const Tensor<float>& band) {
-          const Tensor<float> out = predictor.forward(band);
-          for (std::int64_t c = 0; c < out.dim(1); ++c) {
-            std::copy_n(out.data() + (c * out.dim(2) + 1) * cols, count * cols,
-                        head.data() + (c * rows + first) * cols);
-          }
+          fpn::nn::store_band_rows(predictor.forward(band), first, count, head);
         });
         benchmark::DoNotOptimize(head.data());
       }

@@ -31,25 +31,36 @@ inline bool starts_like_png(const unsigned char* bytes, std::size_t size) {
   return size >= 8 && std::equal(std::begin(signature), std::end(signature), bytes);
 }
 
-// A PNG chunk that declares more data than the file holds: stb_image reallocates its IDAT buffer
-// to the declared length before reading it (2 GiB for a 200-byte file), and a length near 2^32
-// makes its doubling loop overflow. Chunks are walked up to IEND or the end of the file.
-inline std::optional<std::string> png_hazard(const unsigned char* bytes, std::size_t size) {
+// Walks a PNG's chunks from the first after the signature: visit(type, offset, length, remaining)
+// for each chunk whose length and type fit in the file, with `remaining` the bytes after them;
+// visit returns whether to go on. Stops after IEND or a chunk longer than what follows it.
+template <typename Visit>
+void walk_png_chunks(const unsigned char* bytes, std::size_t size, Visit&& visit) {
   for (std::size_t chunk = 8; size - chunk >= 8;) {
     const std::uint64_t length = read_be32(bytes + chunk);
     const std::string_view type(reinterpret_cast<const char*>(bytes) + chunk + 4, 4);
-    const std::uint64_t remaining = size - chunk - 8;  // after the length and the type
-    if (length > remaining) {
-      std::string printable;
-      for (const char c : type) printable += (c >= 0x20 && c < 0x7F) ? c : '?';
-      return "its PNG chunk '" + printable + "' at byte " + std::to_string(chunk) + " declares " +
-             std::to_string(length) + " bytes of data but only " + std::to_string(remaining) +
-             " follow (truncated or corrupt file)";
-    }
-    if (type == "IEND") break;
+    const std::uint64_t remaining = size - chunk - 8;
+    if (!visit(type, chunk, length, remaining) || length > remaining || type == "IEND") return;
     chunk += 8 + static_cast<std::size_t>(length) + std::min<std::size_t>(4, remaining - length);
   }
-  return std::nullopt;
+}
+
+// A PNG chunk that declares more data than the file holds: stb_image reallocates its IDAT buffer
+// to the declared length before reading it (2 GiB for a 200-byte file), and a length near 2^32
+// makes its doubling loop overflow.
+inline std::optional<std::string> png_hazard(const unsigned char* bytes, std::size_t size) {
+  std::optional<std::string> hazard;
+  walk_png_chunks(bytes, size, [&](std::string_view type, std::size_t chunk, std::uint64_t length,
+                                   std::uint64_t remaining) {
+    if (length <= remaining) return true;
+    std::string printable;
+    for (const char c : type) printable += (c >= 0x20 && c < 0x7F) ? c : '?';
+    hazard = "its PNG chunk '" + printable + "' at byte " + std::to_string(chunk) + " declares " +
+             std::to_string(length) + " bytes of data but only " + std::to_string(remaining) +
+             " follow (truncated or corrupt file)";
+    return false;
+  });
+  return hazard;
 }
 
 // The PNM header as stbi__pnm_info reads it: "P5" (gray) or "P6" (RGB), then width, height and

@@ -6,15 +6,12 @@
 // This file is the target's one translation unit compiling stb's implementations, so under Clang
 // they are instrumented for coverage and sanitizers like the rest.
 #define FPN_STB_IMPLEMENTATION
-#include <algorithm>
-#include <climits>
 #include <cstddef>
 #include <cstdint>
 #include <cstdio>
 #include <cstdlib>
-#include <cstring>
-#include <iterator>
 #include <string>
+#include <string_view>
 
 #include "common/image_io.hpp"
 
@@ -38,16 +35,16 @@ void check(bool condition, const std::string& what) {
 const char* known_stb_bug(const std::uint8_t* data, std::size_t size) {
   // A PNG whose first IDAT chunk is empty: stbi__getn copies its 0 bytes to a buffer not yet
   // allocated, memcpy(nullptr, ..., 0), undefined though harmless in practice.
+  const char* bug = nullptr;
   if (fpn::examples::detail::starts_like_png(data, size)) {
-    for (std::size_t chunk = 8; chunk + 8 <= size;) {
-      const std::uint32_t length = fpn::examples::detail::read_be32(data + chunk);
-      if (std::memcmp(data + chunk + 4, "IDAT", 4) == 0) {
-        return length == 0 ? "PNG with an empty first IDAT" : nullptr;
-      }
-      chunk += 12 + std::size_t{length};
-    }
+    fpn::examples::detail::walk_png_chunks(
+        data, size, [&](std::string_view type, std::size_t, std::uint64_t length, std::uint64_t) {
+          if (type != "IDAT") return true;
+          if (length == 0) bug = "PNG with an empty first IDAT";
+          return false;
+        });
   }
-  return nullptr;
+  return bug;
 }
 
 }  // namespace

@@ -38,24 +38,16 @@ TEST(Conv2dBands, AssembleTheWholeMapConv) {
   Tensor<float> assembled(whole.shape());
   Tensor<float> in_place = input;
   std::vector<std::int64_t> firsts;
-  auto copy_band = [](const Tensor<float>& band, std::int64_t first, std::int64_t rows,
-                      Tensor<float>& target) {
-    const std::int64_t width = target.dim(3);
-    for (std::int64_t c = 0; c < target.dim(1); ++c) {
-      std::copy_n(band.data() + c * band.dim(2) * width + width, rows * width,
-                  target.data() + (c * target.dim(2) + first) * width);
-    }
-  };
   conv.forward_bands(input, [&](std::int64_t first, std::int64_t rows, const Tensor<float>& band) {
     firsts.push_back(first);
     EXPECT_EQ(band.shape(), (Shape{1, 16, rows + 2, 19}));
-    copy_band(band, first, rows, assembled);
+    store_band_rows(band, first, rows, assembled);
   }, 5);
   EXPECT_EQ(firsts, (std::vector<std::int64_t>{0, 5, 10, 15, 20}));
   EXPECT_TRUE(tensors_close(assembled, whole, 1e-5));
 
   conv.forward_bands(in_place, [&](std::int64_t first, std::int64_t rows, const Tensor<float>& band) {
-    copy_band(band, first, rows, in_place);
+    store_band_rows(band, first, rows, in_place);
   }, 5);
   EXPECT_TRUE(tensors_close(in_place, whole, 1e-5));
 

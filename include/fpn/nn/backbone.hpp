@@ -54,15 +54,14 @@ class BackboneWithFPN {
     }
   }
 
-  // As above, releasing the image once the stem has read it.
+  // As above, releasing the image once the stem has read it (with an interleaved body and neck).
   FeaturePyramid forward(Tensor<float>&& image) const {
     if constexpr (interleaved) {
       Tensor<float> stem = body_.forward_stem(image);
       image = Tensor<float>();
       return forward_interleaved(std::move(stem));
     } else {
-      const Tensor<float> owned = std::move(image);
-      return neck_.forward(body_.forward(owned.view()));
+      return forward(image.view());
     }
   }
 

@@ -25,6 +25,18 @@ struct ConvSpec {
   bool relu = false;
 };
 
+// Stores rows 1 .. rows of a band from Conv2d::forward_bands (or of a map computed from one,
+// [1, C, rows + 2, W]) as rows first .. first + rows - 1 of target [1, C, H, W].
+inline void store_band_rows(TensorView<const float> band, std::int64_t first, std::int64_t rows,
+                            TensorView<float> target) {
+  const std::int64_t width = target.dim(3);
+  const std::int64_t band_plane = band.dim(2) * width, plane = target.dim(2) * width;
+  for (std::int64_t c = 0; c < band.dim(1); ++c) {
+    std::copy_n(band.data() + c * band_plane + width, rows * width,
+                target.data() + c * plane + first * width);
+  }
+}
+
 class Conv2d {
  public:
   Conv2d() = default;

@@ -99,14 +99,9 @@ class FPN {
 
   // P_i over its own sum's map, band by band.
   void output_in_place(std::size_t index, Tensor<float>& inner) const {
-    const std::int64_t width = inner.dim(3), plane = inner.dim(2) * width;
     output_[index].forward_bands(inner.view(), [&](std::int64_t first, std::int64_t rows,
                                                    const Tensor<float>& band) {
-      const std::int64_t band_plane = band.dim(2) * width;
-      for (std::int64_t c = 0; c < out_channels; ++c) {
-        std::copy_n(band.data() + c * band_plane + width, rows * width,
-                    inner.data() + c * plane + first * width);
-      }
+      store_band_rows(band, first, rows, inner);
     });
   }
 

@@ -168,21 +168,8 @@ class ResNet {
 
   // image: [N, 3, H, W] (normalised); returns C2..C5.
   StageOutputs forward(TensorView<const float> image) const {
-    return forward_from_stem(forward_stem(image));
-  }
-
-  // As above, releasing the image once the stem has read it.
-  StageOutputs forward(Tensor<float>&& image) const {
-    Tensor<float> stem = forward_stem(image);
-    image = Tensor<float>();
-    return forward_from_stem(std::move(stem));
-  }
-
-  // C2..C5 from the stem's output, released once layer1 has read it.
-  StageOutputs forward_from_stem(Tensor<float> stem) const {
     StageOutputs outputs;
-    outputs[0] = forward_stage(0, stem);
-    stem = Tensor<float>();
+    outputs[0] = forward_stage(0, forward_stem(image));
     for (std::size_t stage = 1; stage < 4; ++stage) {
       outputs[stage] = forward_stage(stage, outputs[stage - 1]);
     }

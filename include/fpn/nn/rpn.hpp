@@ -115,12 +115,7 @@ class RegionProposalNetwork {
           Shape{1, predictor_.spec().out_channels, height, width});
       conv_.forward_bands(feature, [&](std::int64_t first, std::int64_t rows,
                                        const Tensor<float>& band) {
-        const Tensor<float> band_head = predictor_.forward(band);
-        const std::int64_t band_plane = band_head.dim(2) * width;
-        for (std::int64_t c = 0; c < band_head.dim(1); ++c) {
-          std::copy_n(band_head.data() + c * band_plane + width, rows * width,
-                      head.data() + c * pixels + first * width);
-        }
+        store_band_rows(predictor_.forward(band), first, rows, head);
       });
       const float* logit_planes = head.data();                        // [A, H, W]
       const float* delta_planes = head.data() + num_anchors_ * pixels;  // [A, 4, H, W]

@@ -51,6 +51,14 @@ inline constexpr std::int64_t column_budget_bytes = 4 << 20;
 inline constexpr std::int64_t winograd_min_channels = 16;
 inline constexpr std::int64_t winograd_min_pixels = 144;
 
+// Output pixels per tile for a GEMM of the given depth: as many columns as fit
+// column_budget_bytes (at least 64), at most the map's pixels.
+template <typename T>
+std::int64_t column_tile(std::int64_t pixels, std::int64_t depth) {
+  const auto column_bytes = static_cast<std::int64_t>(sizeof(T)) * std::max<std::int64_t>(depth, 1);
+  return std::min(pixels, std::max<std::int64_t>(64, column_budget_bytes / column_bytes));
+}
+
 inline std::int64_t conv_output_size(std::int64_t input, std::int64_t kernel, int stride,
                                      int padding) {
   return (input + 2 * padding - kernel) / stride + 1;
@@ -154,9 +162,7 @@ void conv2d_into(const T* input, std::int64_t batch, std::int64_t in_channels, s
   // Tiles of output pixels whose columns (gathered patches, or for a 1x1 conv the input itself)
   // fit the budget: Eigen packs a GEMM's whole right-hand side, so a whole-map 1x1 conv over C2
   // would pack 60 MB.
-  const std::int64_t tile = std::min(
-      pixels, std::max<std::int64_t>(64, column_budget_bytes / static_cast<std::int64_t>(
-                                                                 sizeof(T) * std::max<std::int64_t>(depth, 1))));
+  const std::int64_t tile = column_tile<T>(pixels, depth);
   const std::int64_t tiles_per_image = (pixels + tile - 1) / tile;
   const std::int64_t total_tiles = batch * tiles_per_image;
 
@@ -191,7 +197,8 @@ void conv2d_into(const T* input, std::int64_t batch, std::int64_t in_channels, s
   // With enough tiles each thread takes whole tiles, its GEMMs single-threaded (Eigen runs
   // sequentially inside a parallel region): no barrier per tile. Otherwise the few tiles run in
   // turn, each GEMM (and gather) split across the threads.
-  if (winograd_threads() > 1 && total_tiles >= 2 * winograd_threads()) {
+  const std::int64_t threads = fpn::detail::region_threads();
+  if (threads > 1 && total_tiles >= 2 * threads) {
     FPN_OMP(omp parallel) {
       std::vector<T> columns(columns_size);
       FPN_OMP(omp for schedule(dynamic))
@@ -312,9 +319,7 @@ void conv2d_1x1_in_place(std::type_identity_t<TensorView<T>> map,
   }
   const std::int64_t channels = map.dim(1);
   const std::int64_t pixels = map.dim(2) * map.dim(3);
-  const std::int64_t tile = std::min(
-      pixels, std::max<std::int64_t>(64, detail::column_budget_bytes /
-                                             static_cast<std::int64_t>(sizeof(T) * std::max<std::int64_t>(channels, 1))));
+  const std::int64_t tile = detail::column_tile<T>(pixels, channels);
   const std::int64_t tiles_per_image = pixels == 0 ? 0 : (pixels + tile - 1) / tile;
   const std::int64_t total_tiles = map.dim(0) * tiles_per_image;
   const Eigen::Map<const detail::RowMajorMatrix<T>> weight_matrix(weight.data(), channels, channels);

@@ -28,10 +28,6 @@
 #include "fpn/core/detail/parallel.hpp"
 #include "fpn/core/tensor.hpp"
 
-#ifdef _OPENMP
-#include <omp.h>
-#endif
-
 namespace fpn::ops::detail {
 
 // Each thread holds one block's transformed input and GEMM products, 16 * channels * tiles
@@ -39,15 +35,6 @@ namespace fpn::ops::detail {
 inline constexpr std::int64_t winograd_block_budget_bytes = 4 << 20;
 inline constexpr std::int64_t winograd_min_block_tiles = 32;
 inline constexpr std::int64_t winograd_max_block_tiles = 512;
-
-// Threads that a parallel region opened here would run: 1 without OpenMP or inside a region.
-inline std::int64_t winograd_threads() {
-#ifdef _OPENMP
-  return omp_in_parallel() ? 1 : omp_get_max_threads();
-#else
-  return 1;
-#endif
-}
 
 // Tiles per block for the given channel counts and problem size: as many as fit the budget, but
 // few enough that every thread gets a block. (Splitting further only shrinks the GEMMs: on one
@@ -306,7 +293,7 @@ void winograd_f2x3_into(const T* input, std::int64_t batch, std::int64_t in_chan
   const std::int64_t total_tiles = tiling.total_tiles();
   if (total_tiles == 0 || out_channels == 0) return;
   const std::int64_t block_tiles =
-      winograd_block_tiles<T>(in_channels, out_channels, total_tiles, winograd_threads());
+      winograd_block_tiles<T>(in_channels, out_channels, total_tiles, fpn::detail::region_threads());
   const std::int64_t blocks = (total_tiles + block_tiles - 1) / block_tiles;
 
   auto filter = Tensor<T>::uninitialized(Shape{16, out_channels, in_channels});

@@ -8,3 +8,22 @@
 #else
 #define FPN_OMP(...)
 #endif
+
+#include <cstdint>
+
+#ifdef _OPENMP
+#include <omp.h>
+#endif
+
+namespace fpn::detail {
+
+// Threads that a parallel region opened here would run: 1 without OpenMP or inside a region.
+inline std::int64_t region_threads() {
+#ifdef _OPENMP
+  return omp_in_parallel() ? 1 : omp_get_max_threads();
+#else
+  return 1;
+#endif
+}
+
+}  // namespace fpn::detail

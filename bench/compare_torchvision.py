@@ -136,7 +136,7 @@ def main():
         for arch in args.arch:
             weights, image_npy, image_png = make_inputs(arch, directory, args.height, args.width)
 
-            env = dict(os.environ, FPN_TOOLS=TOOLS, OMP_NUM_THREADS=str(args.threads))
+            env = dict(os.environ, FPN_TOOLS=TOOLS, OMP_NUM_THREADS=str(args.threads))  # torch's OpenMP
             _, peer_rss, out = peak_rss_of(
                 [sys.executable, "-c", PEER, arch, weights, image_npy, str(args.repeats),
                  str(args.threads)], env)
@@ -151,7 +151,7 @@ def main():
             for _ in range(args.repeats):
                 wall, rss, _ = peak_rss_of(
                     [args.fpn_detect, "--arch", arch, "--weights", weights, "--json", json_path,
-                     image_png], env)
+                     "--threads", str(args.threads), image_png], env)
                 fpn_times.append(wall)
                 fpn_rss = max(fpn_rss, rss)
             with open(json_path) as f:

@@ -58,7 +58,12 @@ struct Options {
   std::int64_t min_size = 0;   // 0: the weights' "min_size" metadata, else torchvision's 800
   std::int64_t max_size = 0;   // 0: the weights' "max_size" metadata, else 1333
   std::int64_t max_pixels = fpn::examples::default_max_pixels;  // refused from the header
+  bool exif_transpose = false;  // as PIL.ImageOps.exif_transpose
 };
+
+fpn::examples::DecodeOptions decode_options(const Options& options) {
+  return {options.max_pixels, options.exif_transpose};
+}
 
 double seconds_since(std::chrono::steady_clock::time_point start) {
   return std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
@@ -67,18 +72,33 @@ double seconds_since(std::chrono::steady_clock::time_point start) {
 // A loaded detector behind one signature, whichever compile-time type it is.
 struct LoadedDetector {
   std::int64_t num_classes = 0;
+  std::vector<std::string> class_names;  // the weights' "class_names" metadata, or empty
   std::function<Detections(const RgbImage&)> detect;
 };
 
+// The library reads the weights' metadata (arch, num_classes, class_names, min_size/max_size);
+// the command line's sizes and score threshold override its defaults.
 template <typename Detector>
-LoadedDetector load_detector(const fpn::io::SafeTensors& weights, const fpn::DetectorParams& params) {
-  auto detector = std::make_shared<const Detector>(Detector::load(fpn::nn::WeightReader(weights), params));
-  return {detector->num_classes(), [detector](const RgbImage& image) { return detector->detect(image.view()); }};
+LoadedDetector load_detector(const fpn::io::SafeTensors& weights, const Options& options) {
+  // A Faster R-CNN run from its Mask R-CNN's file (check_weights_arch) skips the mask branch.
+  const auto stored = weights.metadata().find("arch");
+  fpn::DetectorLoadOptions load_options;
+  load_options.allow_unused = stored != weights.metadata().end() && stored->second != Detector::arch;
+  auto detector = std::make_shared<Detector>(Detector::load(fpn::nn::WeightReader(weights), load_options));
+  fpn::DetectorParams params = detector->default_params();
+  if (options.min_size > 0) params.transform.min_size = options.min_size;
+  if (options.max_size > 0) params.transform.max_size = options.max_size;
+  params.roi_heads.score_thresh = options.score_thresh;
+  detector->set_params(params);
+  return {detector->num_classes(), detector->class_names(),
+          [detector = std::shared_ptr<const Detector>(detector)](const RgbImage& image) {
+            return detector->detect(image.view());
+          }};
 }
 
 struct Architecture {
   std::string_view name;
-  LoadedDetector (*load)(const fpn::io::SafeTensors&, const fpn::DetectorParams&);
+  LoadedDetector (*load)(const fpn::io::SafeTensors&, const Options&);
 };
 
 // torchvision's builder names (fasterrcnn_resnet50_fpn, ...), as tools/convert_torchvision.py
@@ -152,18 +172,12 @@ fs::path find_demo_weights() {
                      "\ngive a model with --arch and --weights");
 }
 
-// Class names: the weights' "class_names" metadata (a JSON list, index = label), else COCO's for
-// a model with torchvision's 91 COCO outputs.
-std::vector<std::string> class_names(const fpn::io::SafeTensors& weights, std::int64_t num_classes) {
-  std::vector<std::string> names;
-  if (auto text = metadata_value(weights, "class_names")) {
-    const nlohmann::json list = nlohmann::json::parse(*text, nullptr, false);
-    if (!list.is_array() || !std::ranges::all_of(list, [](const auto& name) { return name.is_string(); })) {
-      throw fpn::WeightError("weights file '" + weights.source() +
-                             "': metadata class_names must be a JSON list of strings");
-    }
-    for (const auto& name : list) names.push_back(name.get<std::string>());
-  } else if (num_classes == static_cast<std::int64_t>(fpn::examples::coco_category_names.size())) {
+// Class names: the weights' (LoadedDetector::class_names), else COCO's for a model with
+// torchvision's 91 COCO outputs.
+std::vector<std::string> class_names(const LoadedDetector& detector) {
+  std::vector<std::string> names = detector.class_names;
+  if (names.empty() &&
+      detector.num_classes == static_cast<std::int64_t>(fpn::examples::coco_category_names.size())) {
     for (const auto name : fpn::examples::coco_category_names) names.emplace_back(name);
   }
   return names;
@@ -231,8 +245,9 @@ void print_detections(const Detections& detections, const std::vector<std::strin
 }
 
 bool is_image_file(const fs::path& path) {
-  static const std::set<std::string> extensions = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tga",
-                                                   ".psd", ".hdr", ".pic", ".pnm", ".ppm", ".pgm"};
+  // What the decoders read (examples/common/image_decoders.cpp).
+  static const std::set<std::string> extensions = {".png", ".jpg", ".jpeg", ".jpe", ".pnm", ".ppm",
+                                                   ".pgm"};
   std::string extension = path.extension().string();
   std::ranges::transform(extension, extension.begin(), [](unsigned char c) { return std::tolower(c); });
   return extensions.contains(extension);
@@ -362,21 +377,6 @@ void check_options(Options& options) {
   }
 }
 
-std::int64_t size_option(std::int64_t given, const fpn::io::SafeTensors& weights, const char* key,
-                         std::int64_t fallback) {
-  if (given > 0) return given;
-  if (auto text = metadata_value(weights, key)) {
-    std::int64_t value = 0;
-    const auto [end, error] = std::from_chars(text->data(), text->data() + text->size(), value);
-    if (error != std::errc() || end != text->data() + text->size() || value <= 0) {
-      throw fpn::WeightError("weights file '" + weights.source() + "': metadata " + key +
-                             " must be a positive integer, got \"" + *text + "\"");
-    }
-    return value;
-  }
-  return fallback;
-}
-
 int run(Options& options) {
   // Everything that can be checked cheaply is checked before the weights are read.
   check_options(options);
@@ -392,7 +392,7 @@ int run(Options& options) {
   // One image is decoded before the weights are read, so that a bad one fails fast; in a run over
   // many, each is decoded in turn and a bad one is skipped.
   std::optional<RgbImage> single;
-  if (!many) single = fpn::examples::load_image_rgb(images.front(), options.max_pixels);
+  if (!many) single = fpn::examples::load_image_rgb(images.front(), decode_options(options));
   if (options.weights.empty()) {
     options.weights = find_demo_weights();
     if (options.arch.empty()) options.arch = demo_arch;
@@ -411,12 +411,8 @@ int run(Options& options) {
   }
   const Architecture& arch = find_architecture(options.arch);
   check_weights_arch(weights, arch.name);
-  fpn::DetectorParams params;
-  params.transform.min_size = size_option(options.min_size, weights, "min_size", 800);
-  params.transform.max_size = size_option(options.max_size, weights, "max_size", 1333);
-  params.roi_heads.score_thresh = options.score_thresh;
-  const LoadedDetector detector = arch.load(weights, params);
-  const std::vector<std::string> names = class_names(weights, detector.num_classes);
+  const LoadedDetector detector = arch.load(weights, options);
+  const std::vector<std::string> names = class_names(detector);
   std::printf("%s: %s loaded in %.2f s\n", std::string(arch.name).c_str(),
               options.weights.string().c_str(), seconds_since(load_start));
 
@@ -432,7 +428,7 @@ int run(Options& options) {
       image = std::move(*single);
     } else {
       try {
-        image = fpn::examples::load_image_rgb(path, options.max_pixels);
+        image = fpn::examples::load_image_rgb(path, decode_options(options));
       } catch (const fpn::Error& error) {
         ++failed;  // in a folder, one bad file does not stop the others; the exit status says so
         progress.message(std::string("fpn_detect: skipped: ") + error.what(), index + 1);
@@ -541,10 +537,15 @@ int main(int argc, char** argv) {
                  "refuse images of more pixels than this, from their header, before decoding")
       ->check(CLI::PositiveNumber)
       ->capture_default_str();
+  app.add_flag("--exif-transpose", options.exif_transpose,
+               "turn each JPEG (or PNG with eXIf) upright by its EXIF Orientation tag, as "
+               "PIL.ImageOps.exif_transpose does; by default the orientation is ignored, as PIL's "
+               "Image.open does");
   app.add_option("IMAGE", options.inputs,
-                 "images (PNG, JPEG, BMP, GIF, TGA, PSD, HDR, PIC or PNM, read as 8-bit RGB) or "
-                 "directories of them")
+                 "images (PNG, JPEG or binary PNM, decoded to 8-bit RGB as PIL's "
+                 "Image.open(path).convert(\"RGB\") does) or directories of them")
       ->required();
+  fpn::examples::add_runtime_options(app);
   app.footer(
       "In a run over several images, one that cannot be read is skipped with a message and the\n"
       "others go on; the exit status is then 1.\n" +

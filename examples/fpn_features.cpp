@@ -33,6 +33,7 @@ struct Options {
   fs::path output;
   fs::path image;
   bool stages = false;
+  bool exif_transpose = false;  // as PIL.ImageOps.exif_transpose
   std::int64_t min_size = 800;
   std::int64_t max_size = 1333;
 };
@@ -80,19 +81,23 @@ std::vector<std::string> architecture_names() {
   return names;
 }
 
-// A checkpoint that names its detector ("maskrcnn_resnet50_fpn") must have --arch's backbone.
-void check_weights_arch(const fpn::io::SafeTensors& weights, std::string_view arch) {
+// Without --arch: the backbone that ends the weights' "arch" metadata ("maskrcnn_resnet50_fpn").
+const Architecture* architecture_from_weights(const fpn::io::SafeTensors& weights) {
   const auto found = weights.metadata().find("arch");
-  if (found == weights.metadata().end()) return;
-  const std::string& stored = found->second;
-  const std::size_t separator = stored.find('_');
-  const std::string backbone =
-      separator == std::string::npos ? stored : stored.substr(separator + 1);
-  if (backbone != arch) {
-    throw fpn::WeightError("weights file '" + weights.source() + "' is for " + stored +
-                           " (its \"arch\" metadata), whose backbone is not --arch " +
-                           std::string(arch));
+  if (found == weights.metadata().end()) {
+    throw fpn::examples::UsageError("weights file '" + weights.source() +
+                                    "' does not name its architecture; give --arch");
   }
+  for (const Architecture& candidate : architectures) {
+    if (fpn::nn::detail::arch_has_backbone(found->second, candidate.name)) return &candidate;
+  }
+  throw fpn::WeightError("weights file '" + weights.source() + "' is for " + found->second +
+                         " (its \"arch\" metadata), whose backbone is none of " +
+                         [] {
+                           std::string all;
+                           for (const auto& name : architecture_names()) all += (all.empty() ? "" : ", ") + name;
+                           return all;
+                         }());
 }
 
 void run(const Options& options) {
@@ -100,13 +105,17 @@ void run(const Options& options) {
   for (const Architecture& candidate : architectures) {
     if (candidate.name == options.arch) arch = &candidate;
   }
-  if (arch == nullptr) throw fpn::ArgumentError("unknown architecture '" + options.arch + "'");
+  if (arch == nullptr && !options.arch.empty()) {
+    throw fpn::ArgumentError("unknown architecture '" + options.arch + "'");
+  }
   fpn::examples::check_output_file(options.output, "features");
   fpn::examples::check_input_file(options.image, "image");
   fpn::examples::check_input_file(options.weights, "weights file");
-  const fpn::examples::RgbImage image = fpn::examples::load_image_rgb(options.image);
+  const fpn::examples::RgbImage image = fpn::examples::load_image_rgb(
+      options.image, {fpn::examples::default_max_pixels, options.exif_transpose});
   const fpn::io::SafeTensors weights = fpn::io::SafeTensors::open(options.weights);
-  check_weights_arch(weights, arch->name);
+  // The backbone's load refuses weights whose "arch" metadata names another backbone.
+  if (arch == nullptr) arch = architecture_from_weights(weights);
 
   fpn::nn::TransformParams transform;
   transform.min_size = options.min_size;
@@ -136,7 +145,7 @@ void run(const Options& options) {
   fpn::io::save_safetensors(options.output, views, metadata);
 
   std::printf("%s: %s, %lldx%lld resized to %lldx%lld, padded to %lldx%lld (%.2f s)\n",
-              options.arch.c_str(), options.image.string().c_str(),
+              std::string(arch->name).c_str(), options.image.string().c_str(),
               static_cast<long long>(preprocessed.original_width),
               static_cast<long long>(preprocessed.original_height),
               static_cast<long long>(preprocessed.resized_width),
@@ -161,8 +170,8 @@ int main(int argc, char** argv) {
       "resized_height/width and padded_height/width.",
       "fpn_features"};
   Options options;
-  app.add_option("--arch", options.arch, "backbone architecture")
-      ->required()
+  app.add_option("--arch", options.arch,
+                 "backbone architecture (default: the one the weights' \"arch\" metadata names)")
       ->check(CLI::IsMember(architecture_names()));
   app.add_option("--weights", options.weights,
                  "a converted detector checkpoint (tools/convert_torchvision.py) with this "
@@ -173,7 +182,11 @@ int main(int argc, char** argv) {
   app.add_flag("--stages", options.stages,
                "also write the ResNet stage outputs c2..c5 (F32 [1, C, H, W], C = 64..512 for "
                "ResNet-18/34, 256..2048 for ResNet-50/101)");
+  app.add_flag("--exif-transpose", options.exif_transpose,
+               "turn the image upright by its EXIF Orientation tag, as PIL.ImageOps.exif_transpose "
+               "does (by default it is ignored, as PIL's Image.open does)");
   fpn::examples::add_image_options(app, options.min_size, options.max_size, options.image);
+  fpn::examples::add_runtime_options(app);
   app.footer(std::string(fpn::examples::exit_status_help));
   return fpn::examples::run_command_line(app, argc, argv, [&] { run(options); });
 }

@@ -3,9 +3,10 @@
 
   tests/fuzz/corpus/safetensors/  valid files (every dtype, metadata, escaped names, zero-size and
                                   unaligned tensors) and invalid ones (one fault each)
-  tests/fuzz/corpus/image/        tiny images in each format stb_image decodes: PNG (RGB, RGBA,
-                                  gray, gray + alpha, paletted, interlaced, 16-bit), JPEG
-                                  (baseline, progressive, gray), BMP, GIF, TGA, PNM, PSD and HDR
+  tests/fuzz/corpus/image/        tiny images in each format the example programs decode: PNG
+                                  (RGB, RGBA, gray, gray + alpha, paletted, tRNS, interlaced,
+                                  1/2/16-bit, eXIf), JPEG (baseline, progressive, gray, CMYK,
+                                  4:4:4, restart markers, EXIF) and PNM; and decompression bombs
 
 The fuzzers start from these, and the ctests fuzz_replay_<name> replay them in every build. Only
 this script's own files are rewritten; other files in the folders (crash inputs kept as
@@ -144,24 +145,28 @@ def pil_bytes(image, format, **options):
     return out.getvalue()
 
 
-def psd_rgb(pixels):
-    """An uncompressed 8-bit RGB Photoshop file (PIL reads PSD but cannot write it)."""
-    height, width, channels = pixels.shape
-    header = b"8BPS" + struct.pack(">H6xHIIHH", 1, channels, height, width, 8, 3)
-    sections = struct.pack(">III", 0, 0, 0)  # colour mode data, image resources, layers: none
-    planes = b"".join(pixels[:, :, c].tobytes() for c in range(channels))
-    return header + sections + struct.pack(">H", 0) + planes
-
-
 def png_chunk(kind, data):
     body = kind + data
     return struct.pack(">I", len(data)) + body + struct.pack(">I", zlib.crc32(body))
 
 
-def png_header_only(width, height):
-    """A PNG signature and IHDR chunk (8-bit RGB), nothing more."""
-    header = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
+def png_header_only(width, height, bit_depth=8, color_type=2):
+    """A PNG signature and IHDR chunk (8-bit RGB by default), nothing more."""
+    header = struct.pack(">IIBBBBB", width, height, bit_depth, color_type, 0, 0, 0)
     return b"\x89PNG\r\n\x1a\n" + png_chunk(b"IHDR", header)
+
+
+def jpeg_with_size(jpeg, width, height):
+    """`jpeg` with the size in its frame header (SOF0 or SOF2) replaced."""
+    sof = max(jpeg.find(b"\xff\xc0"), jpeg.find(b"\xff\xc2"))
+    return jpeg[:sof + 5] + struct.pack(">HH", height, width) + jpeg[sof + 9:]
+
+
+def png_raw(width, height, bit_depth, color_type, raw, interlaced=False, before_idat=b""):
+    """A PNG around already filtered scanline bytes `raw` (PIL cannot write every variant)."""
+    header = struct.pack(">IIBBBBB", width, height, bit_depth, color_type, 0, 0, int(interlaced))
+    return (b"\x89PNG\r\n\x1a\n" + png_chunk(b"IHDR", header) + before_idat
+            + png_chunk(b"IDAT", zlib.compress(raw, 9)) + png_chunk(b"IEND", b""))
 
 
 def png_adam7(pixels):
@@ -179,12 +184,6 @@ def png_adam7(pixels):
             + png_chunk(b"IDAT", zlib.compress(raw, 9)) + png_chunk(b"IEND", b""))
 
 
-def radiance_hdr(width, height):
-    """A Radiance RGBE file with flat (not run-length encoded) scanlines."""
-    header = b"#?RADIANCE\nFORMAT=32-bit_rle_rgbe\n\n-Y %d +X %d\n" % (height, width)
-    return header + bytes([128, 64, 32, 129] * (width * height))
-
-
 def image_seeds():
     rng = np.random.default_rng(7)
     rgb = Image.fromarray(rng.integers(0, 256, (5, 7, 3), dtype=np.uint8), "RGB")
@@ -195,11 +194,10 @@ def image_seeds():
     gray16 = Image.fromarray(rng.integers(0, 65536, (3, 2), dtype=np.uint16))
     large = Image.fromarray(rng.integers(0, 256, (16, 24, 3), dtype=np.uint8), "RGB")
 
-    frames = [Image.fromarray(rng.integers(0, 256, (4, 4, 3), dtype=np.uint8), "RGB").convert(
-        "P", palette=Image.ADAPTIVE, colors=4) for _ in range(2)]
-    gif_animated = io.BytesIO()
-    frames[0].save(gif_animated, format="GIF", save_all=True, append_images=frames[1:],
-                   duration=10, loop=0)
+    cmyk = Image.fromarray(rng.integers(0, 256, (8, 8, 4), dtype=np.uint8), "CMYK")
+    exif = Image.Exif()
+    exif[0x0112] = 6  # Orientation: rotate 90 degrees clockwise
+    exif_bytes = exif.tobytes()
 
     seeds = {
         "rgb.png": pil_bytes(rgb, "PNG"),
@@ -213,22 +211,39 @@ def image_seeds():
         "progressive.jpg": pil_bytes(large, "JPEG", quality=75, progressive=True),
         "gray.jpg": pil_bytes(gray, "JPEG", quality=90),
         "subsampled_420.jpg": pil_bytes(large, "JPEG", quality=50, subsampling=2),
-        "rgb24.bmp": pil_bytes(rgb, "BMP"),
-        "paletted8.bmp": pil_bytes(paletted, "BMP"),
-        "rgba32.bmp": pil_bytes(rgba, "BMP"),
-        "still.gif": pil_bytes(paletted, "GIF"),
-        "animated.gif": gif_animated.getvalue(),
-        "rgb.tga": pil_bytes(rgb, "TGA"),
-        "rle.tga": pil_bytes(rgb, "TGA", compression="tga_rle"),
+        "progressive_444.jpg": pil_bytes(large, "JPEG", quality=90, subsampling=0,
+                                         progressive=True),
+        "restart_markers.jpg": pil_bytes(large, "JPEG", restart_marker_blocks=2),
+        "cmyk.jpg": pil_bytes(cmyk, "JPEG", quality=90),
+        "exif_orientation_6.jpg": pil_bytes(rgb, "JPEG", exif=exif_bytes),
+        "paletted_trns.png": pil_bytes(paletted, "PNG", transparency=2),
+        "paletted_4bit.png": pil_bytes(paletted, "PNG", bits=4),
+        "gray_2bit.png": png_raw(5, 3, 2, 0, b"".join(b"\x00\x1b\x4e" for _ in range(3))),
+        # Adam7 on 2 x 3: passes 1, 5 and 6 (two rows) hold one pixel a row, pass 7 two.
+        "gray16_interlaced.png": png_raw(2, 3, 16, 0, b"\x00\x00\x10" b"\x00\x01\x20"
+                                         b"\x00\x02\x30" b"\x00\x03\x40" b"\x00\x04\x50\xff\xff",
+                                         interlaced=True),
+        "exif_orientation_8.png": png_raw(1, 1, 8, 2, b"\x00\x01\x02\x03",
+                                          before_idat=png_chunk(b"eXIf", exif_bytes[6:])),
         "rgb.ppm": pil_bytes(rgb, "PPM"),
         "gray.pgm": pil_bytes(gray, "PPM"),
-        "rgb.psd": psd_rgb(np.asarray(rgb)),
-        "flat.hdr": radiance_hdr(3, 2),
     }
     # Found by fuzz_image. A PNG header of 2^32 - 1 by 2^32 - 1 overflowed the pixel count (int64)
     # before the limit check; a PGM header of height 0 decoded to an image of no pixels.
     seeds["regression_png_size_overflow.png"] = png_header_only(2 ** 32 - 1, 2 ** 32 - 1)
     seeds["regression_pgm_height_0.pgm"] = b"P5\n34\n \x03\n2\xc2\xff~,\xfd\xe9\xe1Zw\x89x\x1e7"
+    # Decompression bombs, small in bytes: 3 MiB of zeros deflate to 3 KB. Behind a header
+    # claiming 37838 x 37838 RGB (the 4 GiB such a stream of a 4 MB file fills) the loader refuses
+    # from the header; behind a 16 x 16 image it inflates only the rows declared.
+    zeros = zlib.compress(bytes(3 << 20), 9)
+    seeds["bomb_png_huge_header.png"] = (png_header_only(37838, 37838) + png_chunk(b"IDAT", zeros)
+                                         + png_chunk(b"IEND", b""))
+    seeds["bomb_png_small_image_long_idat.png"] = (
+        png_header_only(16, 16) + png_chunk(b"IDAT", zeros) + png_chunk(b"IEND", b""))
+    # JPEG frame headers claiming more than the data holds: 60000 x 60000 (over any pixel limit)
+    # and 2000 x 2000 progressive (within the fuzzer's: libjpeg decodes until the data runs out).
+    seeds["bomb_jpeg_huge_header.jpg"] = jpeg_with_size(seeds["baseline.jpg"], 60000, 60000)
+    seeds["bomb_jpeg_progressive_2000.jpg"] = jpeg_with_size(seeds["progressive.jpg"], 2000, 2000)
     # The 16-bit PNGs the image_io tests decode, packed by tools/make_test_images.py.
     for name in ("rgb16_3x2.png", "graya16_2x1.png"):
         with open(os.path.join(ROOT, "tests", "app", "data", name), "rb") as f:

@@ -15,7 +15,9 @@
 #include <string_view>
 #include <type_traits>
 
+#include "fpn/core/build_info.hpp"
 #include "fpn/core/errors.hpp"
+#include "fpn/core/thread_pool.hpp"
 
 namespace fpn::examples {
 
@@ -68,8 +70,37 @@ inline void add_image_options(CLI::App& app, std::int64_t& min_size, std::int64_
       ->check(CLI::PositiveNumber)
       ->capture_default_str();
   app.add_option("IMAGE", image,
-                 "the image: PNG, JPEG, BMP, GIF, TGA, PSD, HDR, PIC or PNM, read as 8-bit RGB")
+                 "the image: PNG, JPEG or binary PNM, decoded to 8-bit RGB as PIL's "
+                 "Image.open(path).convert(\"RGB\") does")
       ->required();
+}
+
+// What every example program takes for running fpn itself: --threads (applied to the whole run by
+// run_command_line) and --version (fpn's build_info: SIMD level compiled in and offered, threads).
+struct RuntimeOptions {
+  int threads = 0;  // 0: one per available CPU
+};
+inline RuntimeOptions& runtime_options() {
+  static RuntimeOptions options;
+  return options;
+}
+inline void add_runtime_options(CLI::App& app) {
+  app.add_option("--threads", runtime_options().threads,
+                 "threads to run on (0: one per CPU this process may use)")
+      ->check(CLI::Range(0, fpn::max_threads))
+      ->capture_default_str();
+  app.set_version_flag("--version", [] { return fpn::build_info().str(); },
+                       "print fpn's version, the SIMD level it was built for, the CPU's best and "
+                       "the default thread count, and exit");
+}
+
+// Says once, on stderr, when the program was built for less than this CPU offers.
+inline void note_build_below_cpu(const std::string& program) {
+  const fpn::BuildInfo info = fpn::build_info();
+  if (!info.below_cpu()) return;
+  std::cerr << program << ": note: built for " << fpn::to_string(info.compiled)
+            << ", but this CPU offers " << fpn::to_string(info.cpu)
+            << "; a build with fpn::native (-march=native) runs several times faster\n";
 }
 
 // Parses the command line into `app`'s options, then calls run(), which returns the exit status
@@ -87,6 +118,8 @@ int run_command_line(CLI::App& app, int argc, char** argv, const Run& run) {
   }
   const std::string program = app.get_name();
   try {
+    note_build_below_cpu(program);
+    const fpn::ThreadLimit limit(runtime_options().threads);
     if constexpr (std::is_void_v<decltype(run())>) {
       run();
       return 0;

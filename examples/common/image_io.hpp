@@ -1,34 +1,31 @@
-// Image files for the example programs (not part of the fpn library): decode PNG, JPEG, BMP, GIF,
-// TGA, PSD, HDR, PIC or PNM into 8-bit RGB with stb_image, and write PNG with stb_image_write.
+// Image files for the example programs (not part of the fpn library): decode PNG, JPEG and binary
+// PNM into 8-bit RGB exactly as torchvision's users get them from PIL,
+// `Image.open(path).convert("RGB")` (Debian 12's Pillow 9.4), and write PNG with stb_image_write.
 //
-// Needs Debian's libstb-dev headers, and exactly one translation unit per program that defines
-// FPN_STB_IMPLEMENTATION before including this header, which then compiles stb's implementations
-// there (the examples link examples/common/stb_impl.cpp, which does just that).
+// The decoders are in image_decoders.cpp (libjpeg-turbo's libjpeg API and libpng, which Pillow
+// itself links); each program, test or fuzzer that includes this header compiles or links that
+// file, and exactly one of its translation units defines FPN_STB_IMPLEMENTATION before including
+// this header, which then compiles stb_image_write there (the examples link
+// examples/common/stb_impl.cpp, which does just that).
 //
-// Conversions, all stb_image's (stbi_load with 3 requested channels):
-// - gray -> RGB by copying the value into all three channels;
-// - alpha (gray + alpha, RGBA) is dropped, not composited onto a background -- as PIL's
-//   Image.convert("RGB") does;
-// - 16 bits per channel -> 8 bits by keeping the high byte (value >> 8), so 257 * v maps back to v;
-//   16-bit PGM and PPM files are refused, as stb_image 2.27 decodes them wrongly (stb_guards.hpp);
-// - paletted PNGs are expanded; EXIF orientation is ignored (as PIL does unless asked).
+// Conversions, all PIL's:
+// - gray -> RGB by copying the value into all three channels; 1, 2 and 4-bit gray scaled to 8 bits
+//   (x 255, 85, 17);
+// - alpha (gray + alpha, RGBA, a tRNS chunk) is dropped, not composited onto a background;
+// - 16 bits per channel -> 8 bits by keeping the high byte (value >> 8), except 16-bit gray
+//   without alpha, which PIL opens as 32-bit integers ("I") and clips to 0..255;
+// - paletted PNGs are looked up in their PLTE; an index past its end reads PIL's default entry,
+//   the gray (index, index, index);
+// - JPEG: libjpeg's default (islow) IDCT and fancy upsampling; CMYK and YCCK JPEGs are read with
+//   Adobe's inverted polarity and converted as PIL's cmyk2rgb does;
+// - PNM: binary P5 (gray) and P6 (RGB) with maximum value 255 only;
+// - EXIF orientation is ignored unless DecodeOptions::exif_transpose asks for it (as PIL ignores
+//   it unless PIL.ImageOps.exif_transpose is called).
 #pragma once
 
 #ifdef FPN_STB_IMPLEMENTATION
-#define STB_IMAGE_IMPLEMENTATION
 #define STB_IMAGE_WRITE_IMPLEMENTATION
-// stbi_failure_reason() then returns stb's readable message ("Corrupt PNG") rather than its terse
-// code ("bad png sig"); the IoErrors below quote it.
-#define STBI_FAILURE_USERMSG
-// Zeroed memory for every stb_image allocation: a JPEG scan may use a Huffman table that no DHT
-// segment defined, and stb 2.27 then decodes with whatever its heap held, indexing its tables out
-// of bounds. An all-zero table decodes every symbol as 0, within bounds (see stb_guards.hpp).
-#include <cstdlib>
-#define STBI_MALLOC(size) std::calloc(1, size)
-#define STBI_REALLOC(pointer, size) std::realloc(pointer, size)
-#define STBI_FREE(pointer) std::free(pointer)
 #endif
-#include <stb/stb_image.h>
 #include <stb/stb_image_write.h>
 
 #include <algorithm>
@@ -37,80 +34,50 @@
 #include <filesystem>
 #include <fstream>
 #include <iterator>
-#include <memory>
-#include <optional>
 #include <string>
-#include <string_view>
 #include <utility>
 #include <vector>
 
+#include "common/exif_orientation.hpp"
+#include "common/rgb_image.hpp"
 #include "fpn/core/errors.hpp"
 #include "fpn/core/shape.hpp"
 #include "fpn/io/atomic_file.hpp"
-#include "fpn/nn/transform.hpp"
-#include "stb_guards.hpp"
 
 namespace fpn::examples {
-
-// 8-bit interleaved RGB, row-major, no row padding: pixels.size() == height * width * 3.
-struct RgbImage {
-  std::vector<std::uint8_t> pixels;
-  std::int64_t height = 0;
-  std::int64_t width = 0;
-
-  nn::ImageView view() const { return {pixels.data(), height, width}; }
-};
 
 // Larger images are refused from their header alone, before any pixel memory is allocated: a
 // 64-megapixel RGB image already takes 192 MB decoded (and more while decoding).
 inline constexpr std::int64_t default_max_pixels = 64'000'000;
 
+struct DecodeOptions {
+  // Images of more pixels are refused from their header; it also bounds the decoders' working
+  // memory (image_decoders.cpp).
+  std::int64_t max_pixels = default_max_pixels;
+  // Turn the image upright by its EXIF Orientation tag, as PIL.ImageOps.exif_transpose does
+  // (JPEG APP1 Exif; PNG eXIf before the image data).
+  bool exif_transpose = false;
+};
+
 namespace detail {
 
-// stb_image takes the buffer length as an int; an empty buffer is refused with a clearer message
-// than stb's "unknown image type".
-inline void check_encoded_size(std::uintmax_t size, const std::string& source_name) {
-  if (size == 0) throw IoError("load_image_rgb: '" + source_name + "' is empty");
-  if (size > static_cast<std::uintmax_t>(INT_MAX)) {
-    throw IoError("load_image_rgb: '" + source_name + "' is " + std::to_string(size) +
-                  " bytes, more than stb_image reads (" + std::to_string(INT_MAX) + ")");
-  }
-}
+// What a decoder returns: the image as stored, and its EXIF Orientation (1 when absent).
+struct DecodedImage {
+  RgbImage image;
+  int exif_orientation = 1;
+};
 
-inline std::vector<unsigned char> read_image_file(const std::filesystem::path& path) {
-  std::error_code error;
-  if (!std::filesystem::exists(path, error)) {
-    throw IoError("load_image_rgb: cannot open '" + path.string() + "': no such file");
-  }
-  if (!std::filesystem::is_regular_file(path, error)) {
-    throw IoError("load_image_rgb: cannot open '" + path.string() + "': not a regular file");
-  }
-  const auto size = std::filesystem::file_size(path, error);
-  if (error) {
-    throw IoError("load_image_rgb: cannot read the size of '" + path.string() + "'");
-  }
-  check_encoded_size(size, path.string());  // before reading a file stb_image would refuse
-  std::ifstream in(path, std::ios::binary);
-  if (!in) throw IoError("load_image_rgb: cannot open '" + path.string() + "' for reading");
-  std::vector<unsigned char> bytes(static_cast<std::size_t>(size));
-  in.read(reinterpret_cast<char*>(bytes.data()), static_cast<std::streamsize>(size));
-  if (static_cast<std::uintmax_t>(in.gcount()) != size) {
-    throw IoError("load_image_rgb: cannot read '" + path.string() + "'");
-  }
-  return bytes;
-}
+// The decoders of image_decoders.cpp: each throws IoError naming `source_name`.
+DecodedImage decode_png(const unsigned char* bytes, std::size_t size,
+                        const std::string& source_name, std::int64_t max_pixels);
+DecodedImage decode_jpeg(const unsigned char* bytes, std::size_t size,
+                         const std::string& source_name, std::int64_t max_pixels);
+DecodedImage decode_pnm(const unsigned char* bytes, std::size_t size,
+                        const std::string& source_name, std::int64_t max_pixels);
 
-// The width and height a PNG's IHDR claims (bytes 16..23 after the signature and chunk header),
-// or nothing if the bytes do not start like a PNG. stb_image's own header check refuses PNGs over
-// 2^30 decoded bytes with a generic "unknown type" message; reading IHDR first lets those be
-// refused by the pixel limit, with a message that says so.
-inline std::optional<std::pair<std::int64_t, std::int64_t>> png_claimed_size(
-    const unsigned char* bytes, std::size_t size) {
-  if (size < 24 || !starts_like_png(bytes, size) ||
-      std::string_view(reinterpret_cast<const char*>(bytes) + 12, 4) != "IHDR") {
-    return std::nullopt;
-  }
-  return std::pair{std::int64_t{read_be32(bytes + 16)}, std::int64_t{read_be32(bytes + 20)}};
+[[noreturn]] inline void throw_cannot_decode(const std::string& source_name,
+                                             const std::string& reason) {
+  throw IoError("load_image_rgb: cannot decode '" + source_name + "': " + reason);
 }
 
 // width * height > max_pixels for sizes from 0 to 2^32 - 1 (a PNG header's range), where the
@@ -129,67 +96,90 @@ inline bool more_pixels_than(std::int64_t width, std::int64_t height, std::int64
                 " pixels), more than the limit of " + std::to_string(max_pixels) + " pixels");
 }
 
-// stb_image's reason for its last failure on this thread.
-inline std::string stb_reason() {
-  const char* reason = stbi_failure_reason();
-  return reason != nullptr ? reason : "unknown stb_image error";
+// The refusals every decoder makes from the header, before allocating any pixel memory.
+inline void check_header_size(const std::string& source_name, std::int64_t width,
+                              std::int64_t height, std::int64_t max_pixels) {
+  if (width < 1 || height < 1) {
+    throw_cannot_decode(source_name, "its header says " + std::to_string(width) + "x" +
+                                         std::to_string(height) + ", no pixels");
+  }
+  if (more_pixels_than(width, height, max_pixels)) {
+    throw_too_many_pixels(source_name, width, height, max_pixels);
+  }
 }
 
-struct StbFree {
-  void operator()(stbi_uc* pixels) const { stbi_image_free(pixels); }
-};
+inline std::vector<unsigned char> read_image_file(const std::filesystem::path& path) {
+  std::error_code error;
+  if (!std::filesystem::exists(path, error)) {
+    throw IoError("load_image_rgb: cannot open '" + path.string() + "': no such file");
+  }
+  if (!std::filesystem::is_regular_file(path, error)) {
+    throw IoError("load_image_rgb: cannot open '" + path.string() + "': not a regular file");
+  }
+  const auto size = std::filesystem::file_size(path, error);
+  if (error) {
+    throw IoError("load_image_rgb: cannot read the size of '" + path.string() + "'");
+  }
+  if (size == 0) throw IoError("load_image_rgb: '" + path.string() + "' is empty");
+  std::ifstream in(path, std::ios::binary);
+  if (!in) throw IoError("load_image_rgb: cannot open '" + path.string() + "' for reading");
+  std::vector<unsigned char> bytes(static_cast<std::size_t>(size));
+  in.read(reinterpret_cast<char*>(bytes.data()), static_cast<std::streamsize>(size));
+  if (static_cast<std::uintmax_t>(in.gcount()) != size) {
+    throw IoError("load_image_rgb: cannot read '" + path.string() + "'");
+  }
+  return bytes;
+}
 
 }  // namespace detail
 
 // Decodes the `size` encoded bytes at `bytes` into 8-bit RGB (see the top of this file for the
-// conversions). `source_name` names them in errors (load_image_rgb passes the path). Throws
-// IoError: empty, unknown or corrupt/truncated data (with stb_image's reason, or the structural
-// reason of stb_guards.hpp), and images of more than max_pixels pixels (refused from the header, before any pixel memory is allocated).
+// conversions); the format is told by its signature, as PIL does. `source_name` names them in
+// errors (load_image_rgb passes the path). Throws IoError: empty, unknown, corrupt or truncated
+// data (with the decoder's reason), and images of more than options.max_pixels pixels (refused
+// from the header, before any pixel memory is allocated).
 inline RgbImage load_image_rgb_from_memory(const unsigned char* bytes, std::size_t size,
                                            const std::string& source_name,
-                                           std::int64_t max_pixels = default_max_pixels) {
-  detail::check_encoded_size(size, source_name);
-  if (const auto claimed = detail::png_claimed_size(bytes, size);
-      claimed && detail::more_pixels_than(claimed->first, claimed->second, max_pixels)) {
-    detail::throw_too_many_pixels(source_name, claimed->first, claimed->second, max_pixels);
+                                           const DecodeOptions& options = {}) {
+  if (size == 0) throw IoError("load_image_rgb: '" + source_name + "' is empty");
+  static constexpr unsigned char png_signature[] = {0x89, 'P', 'N', 'G', '\r', '\n', 0x1A, '\n'};
+  detail::DecodedImage decoded;
+  if (size >= 8 && std::equal(std::begin(png_signature), std::end(png_signature), bytes)) {
+    decoded = detail::decode_png(bytes, size, source_name, options.max_pixels);
+  } else if (size >= 3 && bytes[0] == 0xFF && bytes[1] == 0xD8 && bytes[2] == 0xFF) {
+    // SOI and the next marker: what PIL's JpegImagePlugin accepts as JPEG.
+    decoded = detail::decode_jpeg(bytes, size, source_name, options.max_pixels);
+  } else if (size >= 2 && bytes[0] == 'P' && bytes[1] >= '1' && bytes[1] <= '6') {
+    decoded = detail::decode_pnm(bytes, size, source_name, options.max_pixels);
+  } else {
+    detail::throw_cannot_decode(
+        source_name, "not a PNG, JPEG or PNM file (convert other formats to PNG first)");
   }
-  if (const auto hazard = detail::stb_hazard(bytes, size)) {
-    throw IoError("load_image_rgb: cannot decode '" + source_name + "': " + *hazard);
+  if (options.exif_transpose) {
+    decoded.image = apply_exif_orientation(std::move(decoded.image), decoded.exif_orientation);
   }
-  const int length = static_cast<int>(size);
-  int width = 0;
-  int height = 0;
-  int channels = 0;
-  if (stbi_info_from_memory(bytes, length, &width, &height, &channels) == 0) {
-    throw IoError("load_image_rgb: cannot decode '" + source_name + "': " + detail::stb_reason());
-  }
-  // stb_image 2.27 accepts a PNM header of height 0 and "decodes" it to no pixels.
-  if (width < 1 || height < 1) {
-    throw IoError("load_image_rgb: cannot decode '" + source_name + "': its header says " +
-                  std::to_string(width) + "x" + std::to_string(height) + ", no pixels");
-  }
-  if (detail::more_pixels_than(width, height, max_pixels)) {
-    detail::throw_too_many_pixels(source_name, width, height, max_pixels);
-  }
-  std::unique_ptr<stbi_uc, detail::StbFree> decoded(
-      stbi_load_from_memory(bytes, length, &width, &height, &channels, 3));
-  if (decoded == nullptr) {
-    throw IoError("load_image_rgb: cannot decode '" + source_name + "': " + detail::stb_reason());
-  }
-  RgbImage image;
-  image.height = height;
-  image.width = width;
-  image.pixels.assign(decoded.get(), decoded.get() + std::int64_t{width} * height * 3);
-  return image;
+  return std::move(decoded.image);
+}
+
+// As above, with only the pixel limit.
+inline RgbImage load_image_rgb_from_memory(const unsigned char* bytes, std::size_t size,
+                                           const std::string& source_name,
+                                           std::int64_t max_pixels) {
+  return load_image_rgb_from_memory(bytes, size, source_name, DecodeOptions{max_pixels, false});
 }
 
 // Decodes the image file at `path` into 8-bit RGB (see the top of this file for the conversions).
 // Throws IoError naming the path: missing, empty, unreadable, unknown or corrupt/truncated files
-// (with stb_image's reason), and images of more than max_pixels pixels (refused from the header).
+// (with the decoder's reason), and images of more than max_pixels pixels (refused from the
+// header).
 inline RgbImage load_image_rgb(const std::filesystem::path& path,
-                               std::int64_t max_pixels = default_max_pixels) {
+                               const DecodeOptions& options = {}) {
   const std::vector<unsigned char> bytes = detail::read_image_file(path);
-  return load_image_rgb_from_memory(bytes.data(), bytes.size(), path.string(), max_pixels);
+  return load_image_rgb_from_memory(bytes.data(), bytes.size(), path.string(), options);
+}
+
+inline RgbImage load_image_rgb(const std::filesystem::path& path, std::int64_t max_pixels) {
+  return load_image_rgb(path, DecodeOptions{max_pixels, false});
 }
 
 // Encodes `image` as PNG and writes it so that `path` holds either its old content or the whole

@@ -2,9 +2,11 @@
 // user needs, and nothing beyond Eigen and the standard library.
 #pragma once
 
+#include "fpn/core/build_info.hpp"
 #include "fpn/core/errors.hpp"
 #include "fpn/core/shape.hpp"
 #include "fpn/core/tensor.hpp"
+#include "fpn/core/thread_pool.hpp"
 #include "fpn/io/atomic_file.hpp"
 #include "fpn/io/safetensors.hpp"
 #include "fpn/models/detections.hpp"

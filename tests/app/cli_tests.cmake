@@ -8,6 +8,11 @@ if(FPN_BUILD_EXAMPLES)
     COMMAND ${FPN_PYTHON} ${PROJECT_SOURCE_DIR}/tools/fixtures/cli.py --out ${FPN_FIXTURE_DIR})
   set_tests_properties(fixture_cli PROPERTIES
     FIXTURES_SETUP cli_fixture FIXTURES_REQUIRED fixtures_test_models)
+  # The JPEG case: PIL's JPEG of the same image and torchvision's features on PIL's decode.
+  add_test(NAME fixture_cli_jpeg
+    COMMAND ${FPN_PYTHON} ${PROJECT_SOURCE_DIR}/tools/fixtures/cli_jpeg.py --out ${FPN_FIXTURE_DIR})
+  set_tests_properties(fixture_cli_jpeg PROPERTIES
+    FIXTURES_SETUP cli_fixture FIXTURES_REQUIRED fixtures_test_models)
 
   # The example targets are defined after tests/ is processed; generator expressions resolve late.
   add_test(NAME examples_cli

@@ -4,8 +4,8 @@
   /usr/bin/python3 tests/app/test_cli.py --detect BUILD/examples/fpn_detect \
       --features BUILD/examples/fpn_features --fixtures BUILD/fixtures [unittest arguments]
 
-Expected values come from tools/fixtures/cli.py (torchvision on the detector fixture's seeded
-weights). The COCO masks are decoded here by a Python reading of pycocotools' maskApi.c
+Expected values come from tools/fixtures/cli.py and cli_jpeg.py (torchvision on the detector
+fixture's seeded weights, on PIL's decode of each image). The COCO masks are decoded here by a Python reading of pycocotools' maskApi.c
 (rleFrString, rleDecode), independent of the C++ encoder under test, and the category names
 are torchvision's own table.
 """
@@ -17,6 +17,7 @@ import subprocess
 import sys
 import tempfile
 import unittest
+import zlib
 
 import numpy as np
 from PIL import Image
@@ -706,6 +707,66 @@ class Features(CliTestCase):
         result = self.features(os.path.join(self.directory, "missing", "f.safetensors"))
         self.assert_exit(result, 1)
         self.assertIn("does not exist", result.stderr)
+
+    def test_jpeg_pyramid_matches_torchvision_on_pils_decode(self):
+        # PIL's JPEG (quality 90, 4:2:0) decodes to other pixels than the PNG: the features match
+        # torchvision's on PIL's decode only if fpn_features decodes exactly as PIL does.
+        self.image = fixture("cli_image.jpg")
+        output = self.path("features.safetensors")
+        self.assert_exit(self.features(output), 0)
+        tensors, _ = load_file(output)
+        reference, metadata = load_file(fixture("cli_expected_jpeg.safetensors"))
+        self.assertGreater(int(metadata["jpeg_differs_from_png_pixels"]), 0)
+        for level in range(2, 7):
+            with self.subTest(level=level):
+                ours, theirs = tensors[f"p{level}"], reference[f"p{level}"]
+                self.assertEqual(ours.shape, theirs.shape)
+                error = np.abs(ours - theirs).max() / max(np.abs(theirs).max(), 1e-6)
+                self.assertLessEqual(error, 1e-4, f"p{level}: relative max error {error}")
+
+    def test_exif_orientation_only_with_exif_transpose(self):
+        self.image = fixture("cli_image_exif6.jpg")
+        sizes = {}
+        for extra in ((), ("--exif-transpose",)):
+            output = self.path("features.safetensors")
+            self.assert_exit(self.features(output, *extra), 0)
+            _, metadata = load_file(output)
+            sizes[extra] = [int(metadata["original_height"]), int(metadata["original_width"])]
+        height, width = self.expected["height"], self.expected["width"]
+        self.assertEqual(sizes[()], [height, width])  # as PIL's Image.open: orientation ignored
+        self.assertEqual(sizes[("--exif-transpose",)], [width, height])  # rotated upright
+
+
+def png_chunk(kind, data):
+    return (len(data).to_bytes(4, "big") + kind + data +
+            (zlib.crc32(kind + data) & 0xFFFFFFFF).to_bytes(4, "big"))
+
+
+class DecompressionBomb(CliTestCase):
+    """A PNG whose IDAT inflates a thousandfold behind a header claiming 37838 x 37838 RGB (the
+    4 GiB a 4 MB file of deflated zeros fills): refused from the header, in little memory."""
+
+    def test_bomb_is_refused_with_the_limit_in_bounded_memory(self):
+        bomb = self.path("bomb.png")
+        compressor = zlib.compressobj(9)
+        idat = b"".join(compressor.compress(bytes(1 << 20)) for _ in range(64)) + compressor.flush()
+        with open(bomb, "wb") as f:
+            f.write(b"\x89PNG\r\n\x1a\n" +
+                    png_chunk(b"IHDR", (37838).to_bytes(4, "big") * 2 + bytes([8, 2, 0, 0, 0])) +
+                    png_chunk(b"IDAT", idat) + png_chunk(b"IEND", b""))
+        command = [PATHS.detect, "--json", self.path("out.json"), bomb]
+        # GNU time reports the peak RSS of the program alone (Debian package "time").
+        timed = os.path.exists("/usr/bin/time")
+        if timed:
+            command = ["/usr/bin/time", "-f", "peak_rss_kb=%M", *command]
+        result = run(*command)
+        self.assert_exit(result, 1)
+        self.assertIn(f"fpn_detect: load_image_rgb: '{bomb}' is 37838x37838 (1431714244 pixels), "
+                      "more than the limit of 64000000 pixels", result.stderr)
+        self.assertFalse(os.path.exists(self.path("out.json")))
+        if timed:
+            peak_kb = int(result.stderr.rsplit("peak_rss_kb=", 1)[1].split()[0])
+            self.assertLess(peak_kb, 512 * 1024)
 
 
 if __name__ == "__main__":

@@ -1,11 +1,16 @@
-// examples/common/image_io.hpp: decoding to RGB (gray, gray + alpha, RGBA, 16-bit), refusals with
-// the path and stb's reason, the pixel limit checked from the header, and atomic PNG writes.
+// examples/common/image_io.hpp and image_decoders.cpp: decoding to RGB equal to PIL's
+// Image.open(path).convert("RGB") on every JPEG and PNG variant (tools/fixtures/images.py), EXIF
+// orientation, refusals with the path and the decoder's reason, the pixel limit checked from the
+// header, decompression bombs, and atomic PNG writes.
 //
-// This file is test_app's one translation unit compiling stb's implementations.
+// This file is test_app's one translation unit compiling stb_image_write, which encodes some of
+// the inputs here.
 #define FPN_STB_IMPLEMENTATION
 #include <gtest/gtest.h>
 #include <unistd.h>
+#include <zlib.h>
 
+#include <cmath>
 #include <cstdint>
 #include <filesystem>
 #include <fstream>
@@ -14,6 +19,7 @@
 #include <vector>
 
 #include "common/image_io.hpp"
+#include "fpn/io/safetensors.hpp"
 
 namespace fpn::examples {
 namespace {
@@ -72,6 +78,38 @@ std::vector<std::uint8_t> random_rgb(int width, int height, unsigned seed) {
   std::vector<std::uint8_t> pixels(static_cast<std::size_t>(width * height * 3));
   for (auto& value : pixels) value = static_cast<std::uint8_t>(generator() & 0xFF);
   return pixels;
+}
+
+std::string png_chunk(const std::string& type, const std::string& data) {
+  std::string chunk;
+  for (int shift = 24; shift >= 0; shift -= 8) chunk += static_cast<char>((data.size() >> shift) & 0xFF);
+  const std::string body = type + data;
+  const auto crc = static_cast<std::uint32_t>(
+      crc32(0, reinterpret_cast<const Bytef*>(body.data()), static_cast<uInt>(body.size())));
+  chunk += body;
+  for (int shift = 24; shift >= 0; shift -= 8) chunk += static_cast<char>((crc >> shift) & 0xFF);
+  return chunk;
+}
+
+// A PNG signature and the IHDR of an 8-bit RGB image of width x height.
+std::string png_header(std::uint32_t width, std::uint32_t height) {
+  std::string header;
+  for (const std::uint32_t value : {width, height}) {
+    for (int shift = 24; shift >= 0; shift -= 8) header += static_cast<char>((value >> shift) & 0xFF);
+  }
+  header += std::string("\x08\x02\0\0\0", 5);
+  return std::string("\x89PNG\r\n\x1a\n", 8) + png_chunk("IHDR", header);
+}
+
+std::string deflate(const std::string& data) {
+  uLongf size = compressBound(static_cast<uLong>(data.size()));
+  std::string out(size, '\0');
+  EXPECT_EQ(compress2(reinterpret_cast<Bytef*>(out.data()), &size,
+                      reinterpret_cast<const Bytef*>(data.data()), static_cast<uLong>(data.size()),
+                      9),
+            Z_OK);
+  out.resize(size);
+  return out;
 }
 
 template <typename Error, typename Call>
@@ -164,8 +202,12 @@ TEST_F(ImageIo, OnePixelAndThreePixelHighStrip) {
   EXPECT_EQ(strip.height, 3);
   EXPECT_EQ(strip.width, 640);
   EXPECT_EQ(strip.pixels, strip_pixels);
-  // The examples hand it straight to preprocessing: 3x640 -> 6x1333, padded to 32x1344.
-  EXPECT_EQ(nn::preprocess(strip.view()).tensor.shape(), (Shape{1, 3, 32, 1344}));
+  // The examples hand its view straight to preprocessing (tests/nn/test_transform.cpp: 3x640 ->
+  // 6x1333, padded to 32x1344).
+  const nn::ImageView view = strip.view();
+  EXPECT_EQ(view.pixels, strip.pixels.data());
+  EXPECT_EQ(view.height, 3);
+  EXPECT_EQ(view.width, 640);
 }
 
 TEST_F(ImageIo, JpegDecodesToNearlyTheWrittenColours) {
@@ -195,112 +237,235 @@ TEST_F(ImageIo, MissingEmptyAndDirectoryPathsAreRefused) {
             "load_image_rgb: cannot open '" + directory_.string() + "': not a regular file");
 }
 
-TEST_F(ImageIo, GarbageAndTruncatedFilesNameThePathAndStbsReason) {
+TEST_F(ImageIo, GarbageAndTruncatedFilesNameThePathAndTheDecodersReason) {
   const fs::path garbage = write_bytes("garbage.png", "this is not an image, just some text\n");
   EXPECT_EQ(error_message<IoError>([&] { (void)load_image_rgb(garbage); }),
             "load_image_rgb: cannot decode '" + garbage.string() +
-                "': Image not of any known type, or corrupt");
+                "': not a PNG, JPEG or PNM file (convert other formats to PNG first)");
+  // BMP, GIF, TGA, ... (which stb_image read) are refused the same way.
+  const fs::path bmp = write_bytes("image.bmp", std::string("BM\x3a\0\0\0", 6));
+  EXPECT_EQ(error_message<IoError>([&] { (void)load_image_rgb(bmp); }),
+            "load_image_rgb: cannot decode '" + bmp.string() +
+                "': not a PNG, JPEG or PNM file (convert other formats to PNG first)");
 
   const std::string png = encode_png(32, 16, 3, random_rgb(32, 16, 3));
   const fs::path half_png = write_bytes("half.png", png.substr(0, png.size() / 2));
-  // Half of the IDAT chunk is missing: refused from the chunk's length, before stb reads it.
-  const std::size_t idat = png.find("IDAT") - 4;
-  const std::uint32_t idat_length = detail::read_be32(
-      reinterpret_cast<const unsigned char*>(png.data()) + idat);
   EXPECT_EQ(error_message<IoError>([&] { (void)load_image_rgb(half_png); }),
             "load_image_rgb: cannot decode '" + half_png.string() +
-                "': its PNG chunk 'IDAT' at byte " + std::to_string(idat) + " declares " +
-                std::to_string(idat_length) + " bytes of data but only " +
-                std::to_string(png.size() / 2 - idat - 8) + " follow (truncated or corrupt file)");
-  // Every cut before the last chunk fails; only IEND's checksum is not needed to decode.
-  for (std::size_t length = 1; length + 12 <= png.size(); length += 13) {
+                "': its data ends early (truncated file)");
+  // Every cut into the image data fails; a file missing only its IEND chunk decodes, as in PIL.
+  for (std::size_t length = 1; length + 12 < png.size(); length += 13) {
     const fs::path cut = write_bytes("cut.png", png.substr(0, length));
     EXPECT_THROW((void)load_image_rgb(cut), IoError) << length << " of " << png.size();
   }
+  const fs::path no_iend = write_bytes("no_iend.png", png.substr(0, png.size() - 12));
+  EXPECT_EQ(load_image_rgb(no_iend).pixels, load_image_rgb_from_memory(
+      reinterpret_cast<const unsigned char*>(png.data()), png.size(), "png").pixels);
 
+  // Every cut fails, even one that loses only the final EOI marker (PIL: "image file is
+  // truncated").
   const std::string jpeg = encode_jpeg(32, 16, random_rgb(32, 16, 4));
   const fs::path half_jpeg = write_bytes("half.jpg", jpeg.substr(0, jpeg.size() / 2));
   EXPECT_EQ(error_message<IoError>([&] { (void)load_image_rgb(half_jpeg); }),
-            "load_image_rgb: cannot decode '" + half_jpeg.string() + "': Corrupt JPEG");
+            "load_image_rgb: cannot decode '" + half_jpeg.string() +
+                "': its data ends early (truncated file)");
   for (std::size_t length = 1; length < jpeg.size(); length += 17) {
     const fs::path cut = write_bytes("cut.jpg", jpeg.substr(0, length));
     EXPECT_THROW((void)load_image_rgb(cut), IoError) << length << " of " << jpeg.size();
   }
+  const fs::path no_eoi = write_bytes("no_eoi.jpg", jpeg.substr(0, jpeg.size() - 2));
+  EXPECT_EQ(error_message<IoError>([&] { (void)load_image_rgb(no_eoi); }),
+            "load_image_rgb: cannot decode '" + no_eoi.string() +
+                "': its data ends early (truncated file)");
 }
 
-// Inputs on which stb_image 2.27 itself would go wrong (tests/fuzz/stb_known_bugs/README.md) are
-// refused from their structure, with the reason.
-TEST_F(ImageIo, InputsThatWouldTripStbAreRefusedWithTheReason) {
-  // A chunk declaring 0x7FFFFFF0 bytes in a small file: stb would allocate that much first.
+// The inputs that tripped stb_image 2.27 (found by fuzzing it) are refused by the new decoders too,
+// each with its reason.
+TEST_F(ImageIo, InputsThatTrippedStbAreRefusedWithTheReason) {
+  // A chunk declaring 0x7FFFFFF0 bytes in a small file (stb allocated that much first): libpng
+  // reads a chunk's data in pieces of 8 KB, so the file simply ends early.
   std::string png = encode_png(3, 2, 3, random_rgb(3, 2, 6));
   const std::size_t idat = png.find("IDAT") - 4;
   png.replace(idat, 4, std::string("\x7f\xff\xff\xf0", 4));
   const fs::path long_chunk = write_bytes("long_chunk.png", png);
   EXPECT_EQ(error_message<IoError>([&] { (void)load_image_rgb(long_chunk); }),
             "load_image_rgb: cannot decode '" + long_chunk.string() +
-                "': its PNG chunk 'IDAT' at byte " + std::to_string(idat) +
-                " declares 2147483632 bytes of data but only " +
-                std::to_string(png.size() - idat - 8) + " follow (truncated or corrupt file)");
+                "': its data ends early (truncated file)");
 
-  // 16-bit PNM: stb would read a gray one past its buffer, and keeps the low byte of RGB ones.
+  // 16-bit PNM (PIL scales those; these decoders read 8-bit PNM only).
   const fs::path gray16 = write_bytes("gray16.pgm", std::string("P5\n2 1\n65535\n\1\2\3\4", 16));
   EXPECT_EQ(error_message<IoError>([&] { (void)load_image_rgb(gray16); }),
             "load_image_rgb: cannot decode '" + gray16.string() +
-                "': it is a 16-bit PGM (maximum value 65535), which stb_image 2.27 decodes "
-                "incorrectly; convert it to 8 bits");
+                "': it is a PGM with maximum value 65535; only 8-bit PNM (maximum value 255) is "
+                "read, convert it to 8 bits");
   const fs::path rgb16 =
       write_bytes("rgb16.ppm", std::string("P6\n1 1\n256\n\x01\x00\x00\x00\x00\x00", 18));
   EXPECT_EQ(error_message<IoError>([&] { (void)load_image_rgb(rgb16); }),
             "load_image_rgb: cannot decode '" + rgb16.string() +
-                "': it is a 16-bit PPM (maximum value 256), which stb_image 2.27 decodes "
-                "incorrectly; convert it to 8 bits");
+                "': it is a PPM with maximum value 256; only 8-bit PNM (maximum value 255) is "
+                "read, convert it to 8 bits");
   const fs::path rgb8 = write_bytes("rgb8.ppm", std::string("P6\n1 1\n255\n\x12\x34\x56", 14));
   EXPECT_EQ(load_image_rgb(rgb8).pixels, (std::vector<std::uint8_t>{0x12, 0x34, 0x56}));
+  const fs::path short_ppm = write_bytes("short.ppm", std::string("P6\n2 1\n255\n\x12\x34\x56", 14));
+  EXPECT_EQ(error_message<IoError>([&] { (void)load_image_rgb(short_ppm); }),
+            "load_image_rgb: cannot decode '" + short_ppm.string() +
+                "': its PPM samples are 3 bytes, 2x1 needs 6 (truncated file)");
 
-  // A PNM number beyond int: stb's accumulator would overflow.
+  // A PNM number beyond int.
   const fs::path wide = write_bytes("wide.ppm", "P6\n99999999999 1\n255\n");
   EXPECT_EQ(error_message<IoError>([&] { (void)load_image_rgb(wide); }),
             "load_image_rgb: cannot decode '" + wide.string() +
                 "': its PNM header's width has more digits than fit in 2147483647");
+  // A PGM header of height 0 (stb decoded it to no pixels).
+  const fs::path no_height = write_bytes("no_height.pgm", "P5\n34\n 0\n255\n");
+  EXPECT_EQ(error_message<IoError>([&] { (void)load_image_rgb(no_height); }),
+            "load_image_rgb: cannot decode '" + no_height.string() +
+                "': its header says 34x0, no pixels");
 
-  // A JPEG Huffman table of 16 x 17 = 272 codes: stb would write past its 257-entry arrays.
+  // A JPEG Huffman table of 16 x 17 = 272 codes (stb wrote past its 257-entry arrays).
   std::string jpeg = "\xff\xd8\xff\xc4";
   jpeg += std::string("\x01\x23\x00", 3) + std::string(16, '\x11') + std::string(272, '\0');
   const fs::path dht = write_bytes("dht.jpg", jpeg);
   EXPECT_EQ(error_message<IoError>([&] { (void)load_image_rgb(dht); }),
-            "load_image_rgb: cannot decode '" + dht.string() +
-                "': its JPEG Huffman table at byte 6 lists 272 codes, more than the 256 a table "
-                "can hold");
-  // The guards accept what stb_image_write makes: a JPEG with its Huffman tables, which decodes.
+            "load_image_rgb: cannot decode '" + dht.string() + "': Bogus Huffman table definition");
   EXPECT_EQ(load_image_rgb(write_bytes("ok.jpg", encode_jpeg(8, 8, random_rgb(8, 8, 7))))
                 .pixels.size(),
             192u);
 }
 
 // A PNG signature and an IHDR claiming 100000 x 100000 RGB: refused from the header, before any
-// decoding (stb_image would refuse it too, but only as "unknown type").
+// decoding.
 TEST_F(ImageIo, HugeHeaderIsRefusedBeforeDecoding) {
-  std::string header = "\x89PNG\r\n\x1a\n";
-  header += std::string("\0\0\0\x0d", 4) + "IHDR";
-  header += std::string("\0\x01\x86\xa0\0\x01\x86\xa0", 8);  // width, height: 100000
-  header += std::string("\x08\x02\0\0\0", 5);                // 8-bit RGB
-  header += std::string("\0\0\0\0", 4);                      // CRC (stb does not check it)
-  const fs::path huge = write_bytes("huge.png", header);
+  const fs::path huge = write_bytes("huge.png", png_header(100000, 100000));
   EXPECT_EQ(error_message<IoError>([&] { (void)load_image_rgb(huge); }),
             "load_image_rgb: '" + huge.string() +
                 "' is 100000x100000 (10000000000 pixels), more than the limit of 64000000 pixels");
 
-  // Other formats are checked from stb_image's header probe: a binary PPM claiming 9000 x 9000.
+  // A binary PPM claiming 9000 x 9000.
   const fs::path big_ppm = write_bytes("big.ppm", "P6\n9000 9000\n255\n");
   EXPECT_EQ(error_message<IoError>([&] { (void)load_image_rgb(big_ppm); }),
             "load_image_rgb: '" + big_ppm.string() +
                 "' is 9000x9000 (81000000 pixels), more than the limit of 64000000 pixels");
+
+  // A JPEG whose frame header claims 60000 x 60000 (libjpeg-turbo itself refuses sides over
+  // 65500).
+  std::string jpeg = encode_jpeg(8, 8, random_rgb(8, 8, 8));
+  const std::size_t sof = jpeg.find("\xff\xc0");
+  jpeg.replace(sof + 5, 4, "\xea\x60\xea\x60");
+  const fs::path big_jpeg = write_bytes("big.jpg", jpeg);
+  EXPECT_EQ(error_message<IoError>([&] { (void)load_image_rgb(big_jpeg); }),
+            "load_image_rgb: '" + big_jpeg.string() +
+                "' is 60000x60000 (3600000000 pixels), more than the limit of 64000000 pixels");
 
   write_bytes("small.png", encode_png(4, 4, 3, random_rgb(4, 4, 5)));
   EXPECT_EQ(error_message<IoError>([&] { (void)load_image_rgb(path("small.png"), 15); }),
             "load_image_rgb: '" + path("small.png").string() +
                 "' is 4x4 (16 pixels), more than the limit of 15 pixels");
   EXPECT_EQ(load_image_rgb(path("small.png"), 16).pixels.size(), 48u);
+  write_bytes("small.jpg", encode_jpeg(4, 4, random_rgb(4, 4, 5)));
+  EXPECT_EQ(error_message<IoError>([&] { (void)load_image_rgb(path("small.jpg"), 15); }),
+            "load_image_rgb: '" + path("small.jpg").string() +
+                "' is 4x4 (16 pixels), more than the limit of 15 pixels");
+}
+
+// Zlib bombs: 4 MiB of zeros deflate to about 4 KB (a 4 MB file would inflate to 4 GiB). Behind a
+// header claiming an image that large, the file is refused from the header; behind a small image,
+// only the rows the header declares are inflated and the rest is never read (as PIL does).
+TEST_F(ImageIo, DecompressionBombsAreRefusedOrNeverInflated) {
+  const std::string zeros = deflate(std::string(4 << 20, '\0'));
+  ASSERT_LT(zeros.size(), 8000u);
+  const fs::path bomb = write_bytes("bomb.png", png_header(37838, 37838) + png_chunk("IDAT", zeros) +
+                                                    png_chunk("IEND", ""));
+  EXPECT_EQ(error_message<IoError>([&] { (void)load_image_rgb(bomb); }),
+            "load_image_rgb: '" + bomb.string() +
+                "' is 37838x37838 (1431714244 pixels), more than the limit of 64000000 pixels");
+
+  const fs::path small_long = write_bytes(
+      "small_long.png", png_header(4, 4) + png_chunk("IDAT", zeros) + png_chunk("IEND", ""));
+  EXPECT_EQ(load_image_rgb(small_long).pixels, std::vector<std::uint8_t>(4 * 4 * 3, 0));
+
+  // The same stream cut into IDAT chunks of 100 bytes: the rows come from the first, the other
+  // chunks are never read.
+  std::string chunked = png_header(64, 64);
+  for (std::size_t at = 0; at < zeros.size(); at += 100) {
+    chunked += png_chunk("IDAT", zeros.substr(at, 100));
+  }
+  const RgbImage black = load_image_rgb(write_bytes("chunked.png", chunked + png_chunk("IEND", "")));
+  EXPECT_EQ(black.pixels, std::vector<std::uint8_t>(64 * 64 * 3, 0));
+}
+
+// More scans than any encoder writes: refused before they are all decoded.
+TEST_F(ImageIo, JpegWithTooManyScansIsRefused) {
+  const std::string jpeg =
+      read_all(fs::path(FPN_FIXTURE_DIR) / "images" / "jpeg_progressive_420.jpg");
+  const std::size_t first_scan = jpeg.find("\xff\xda");
+  ASSERT_NE(first_scan, std::string::npos);
+  // The scan runs to the next marker: 0xFF followed by neither a stuffed 0x00 nor a restart.
+  std::size_t scan_end = first_scan + 2;
+  while (!(static_cast<unsigned char>(jpeg[scan_end]) == 0xFF &&
+           jpeg[scan_end + 1] != '\0' &&
+           (static_cast<unsigned char>(jpeg[scan_end + 1]) < 0xD0 ||
+            static_cast<unsigned char>(jpeg[scan_end + 1]) > 0xD7))) {
+    ++scan_end;
+  }
+  const std::string scan = jpeg.substr(first_scan, scan_end - first_scan);
+  std::string many = jpeg.substr(0, first_scan);
+  for (int copy = 0; copy < 600; ++copy) many += scan;
+  many += jpeg.substr(scan_end);
+  const fs::path file = write_bytes("many_scans.jpg", many);
+  EXPECT_EQ(error_message<IoError>([&] { (void)load_image_rgb(file); }),
+            "load_image_rgb: cannot decode '" + file.string() +
+                "': it has more than 500 scans, refused as a likely denial of service");
+  // 400 copies are within the limit: decoded (with libjpeg's warnings, silently, as PIL does).
+  std::string fewer = jpeg.substr(0, first_scan);
+  for (int copy = 0; copy < 400; ++copy) fewer += scan;
+  fewer += jpeg.substr(scan_end);
+  EXPECT_NO_THROW((void)load_image_rgb(write_bytes("fewer_scans.jpg", fewer)));
+}
+
+// Every file of tools/fixtures/images.py decodes to exactly PIL's Image.open(path).convert("RGB")
+// (and, for those with an EXIF orientation, PIL.ImageOps.exif_transpose's).
+TEST_F(ImageIo, EveryJpegPngAndPnmVariantEqualsPil) {
+  const fs::path fixtures(FPN_FIXTURE_DIR);
+  const auto reference = io::SafeTensors::open(fixtures / "images.safetensors");
+  int cases = 0;
+  for (const io::TensorInfo& info : reference.tensors()) {
+    const std::string& name = info.name;
+    const std::size_t colon = name.find(':');
+    const std::string file = name.substr(0, colon);
+    const bool transpose = colon != std::string::npos;
+    const Tensor<float> expected = reference.load_float(name);
+    ASSERT_EQ(expected.shape().rank(), 3u) << name;
+    RgbImage decoded;
+    try {
+      decoded = load_image_rgb(fixtures / "images" / file, {default_max_pixels, transpose});
+    } catch (const IoError& error) {
+      ADD_FAILURE() << name << ": " << error.what();
+      continue;
+    }
+    ASSERT_EQ(decoded.height, expected.dim(0)) << name;
+    ASSERT_EQ(decoded.width, expected.dim(1)) << name;
+    std::int64_t mismatches = 0;
+    std::int64_t first = -1;
+    for (std::int64_t i = 0; i < expected.numel(); ++i) {
+      if (decoded.pixels[static_cast<std::size_t>(i)] != std::lround(expected.data()[i])) {
+        if (first < 0) first = i;
+        ++mismatches;
+      }
+    }
+    EXPECT_EQ(mismatches, 0) << name << ": first at byte " << first << ", "
+                             << int{decoded.pixels[static_cast<std::size_t>(std::max<std::int64_t>(first, 0))]}
+                             << " vs PIL's "
+                             << expected.data()[std::max<std::int64_t>(first, 0)];
+    ++cases;
+  }
+  EXPECT_GE(cases, 60);
+  // EXIF orientation 6 (rotate 90 clockwise) swaps the sides; without the option it is ignored.
+  const fs::path rotated = fixtures / "images" / "jpeg_exif_6.jpg";
+  const RgbImage stored = load_image_rgb(rotated);
+  const RgbImage upright = load_image_rgb(rotated, {default_max_pixels, true});
+  EXPECT_EQ(stored.height, upright.width);
+  EXPECT_EQ(stored.width, upright.height);
 }
 
 TEST_F(ImageIo, SaveRefusesInconsistentImages) {

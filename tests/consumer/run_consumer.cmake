@@ -95,10 +95,13 @@ endif()
 
 run(${CMAKE_COMMAND} -S ${CMAKE_CURRENT_LIST_DIR} -B ${consumer_build} ${consumer_args})
 run(${CMAKE_COMMAND} --build ${consumer_build} --config ${CONFIG})
-# The build directory's app, wherever a multi-config generator put it.
-file(GLOB_RECURSE apps ${consumer_build}/app ${consumer_build}/app.exe)
-if(NOT apps)
-  message(FATAL_ERROR "run_consumer: no app was built in ${consumer_build}")
-endif()
-list(GET apps 0 app)
-run(${app})
+# The build directory's apps, wherever a multi-config generator put them: the plain one (no
+# flags: must run multi-threaded anyway) and the fpn::native one.
+foreach(name app app_native)
+  file(GLOB_RECURSE apps ${consumer_build}/${name} ${consumer_build}/${name}.exe)
+  if(NOT apps)
+    message(FATAL_ERROR "run_consumer: no ${name} was built in ${consumer_build}")
+  endif()
+  list(GET apps 0 app)
+  run(${app})
+endforeach()

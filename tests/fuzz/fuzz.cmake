@@ -30,23 +30,25 @@ else()
   message(STATUS "fpn fuzz targets: corpus replay only (no libFuzzer)")
 endif()
 
-# fpn_add_fuzz_target(NAME <name> [INCLUDES <dirs...>])
+# fpn_add_fuzz_target(NAME <name> [INCLUDES <dirs...>] [SOURCES <files...>] [LIBRARIES <libs...>]):
+# SOURCES are compiled into the target with its sanitizers and coverage.
 function(fpn_add_fuzz_target)
-  cmake_parse_arguments(ARG "" "NAME" "INCLUDES" ${ARGN})
+  cmake_parse_arguments(ARG "" "NAME" "INCLUDES;SOURCES;LIBRARIES" ${ARGN})
   set(target fuzz_${ARG_NAME})
   set(corpus ${fpn_fuzz_dir}/corpus/${ARG_NAME})
   if(fpn_fuzz_with_libfuzzer)
-    add_executable(${target} ${fpn_fuzz_dir}/${target}.cpp)
+    add_executable(${target} ${fpn_fuzz_dir}/${target}.cpp ${ARG_SOURCES})
     target_compile_options(${target} PRIVATE ${fpn_fuzz_sanitizers} -fno-omit-frame-pointer -g)
     target_link_options(${target} PRIVATE ${fpn_fuzz_sanitizers})
     # Given files, a libFuzzer binary runs each once and exits: it never fuzzes or writes here.
     file(GLOB seeds CONFIGURE_DEPENDS ${corpus}/*)
     add_test(NAME fuzz_replay_${ARG_NAME} COMMAND ${target} ${seeds})
   else()
-    add_executable(${target} ${fpn_fuzz_dir}/${target}.cpp ${fpn_fuzz_dir}/standalone_driver.cpp)
+    add_executable(${target} ${fpn_fuzz_dir}/${target}.cpp ${fpn_fuzz_dir}/standalone_driver.cpp
+      ${ARG_SOURCES})
     add_test(NAME fuzz_replay_${ARG_NAME} COMMAND ${target} ${corpus})
   endif()
-  target_link_libraries(${target} PRIVATE fpn::fpn fpn_project_options)
+  target_link_libraries(${target} PRIVATE fpn::fpn fpn_project_options ${ARG_LIBRARIES})
   target_include_directories(${target} PRIVATE ${ARG_INCLUDES})
   target_compile_options(${target} PRIVATE -Werror)
   if(CMAKE_CXX_COMPILER_ID STREQUAL "GNU")
@@ -57,5 +59,9 @@ function(fpn_add_fuzz_target)
 endfunction()
 
 fpn_add_fuzz_target(NAME safetensors)
-# The example programs' image loader: examples/common/image_io.hpp over stb_image (libstb-dev).
-fpn_add_fuzz_target(NAME image INCLUDES ${PROJECT_SOURCE_DIR}/examples)
+# The example programs' image loader: examples/common/image_io.hpp and its decoders over
+# libjpeg-turbo and libpng (found in tests/CMakeLists.txt; those libraries themselves are Debian's,
+# not instrumented).
+fpn_add_fuzz_target(NAME image INCLUDES ${PROJECT_SOURCE_DIR}/examples
+  SOURCES ${PROJECT_SOURCE_DIR}/examples/common/image_decoders.cpp
+  LIBRARIES JPEG::JPEG PNG::PNG)

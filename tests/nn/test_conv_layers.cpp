@@ -5,8 +5,11 @@
 
 #include <memory>
 #include <random>
+#include <string>
+#include <vector>
 
 #include "../support/fixtures.hpp"
+#include "fpn/io/safetensors.hpp"
 #include "fpn/nn/conv.hpp"
 
 namespace fpn::nn {
@@ -66,6 +69,54 @@ TEST(Conv2dInPlace, OneByOneEqualsForward) {
   const Tensor<float> expected = conv.forward(map);
   conv.forward_in_place(map);
   EXPECT_TRUE(tensors_close(map, expected, 1e-6));
+}
+
+// forward_bands cuts its bands from image 0: a batch is refused in every build, as is a conv it
+// cannot band (it used to be an FPN_ASSERT, compiled out in Release: a batch of two identical
+// images gave another P2 than one).
+TEST(Conv2dBands, RefuseBatchesAndOtherConvs) {
+  const Conv2d conv = Conv2d::load_with_bias(synthetic(), "conv", {16, 16, 3, 1, 1, false});
+  const auto ignore = [](std::int64_t, std::int64_t, const Tensor<float>&) {};
+  try {
+    conv.forward_bands(Tensor<float>(Shape{2, 16, 8, 8}), ignore);
+    ADD_FAILURE();
+  } catch (const ShapeError& error) {
+    EXPECT_STREQ(error.what(),
+                 "Conv2d::forward_bands: input must be [1, 16, H, W] (one image; run a batch "
+                 "image by image), got [2, 16, 8, 8]");
+  }
+  const Conv2d strided = Conv2d::load_with_bias(synthetic(), "strided", {16, 16, 3, 2, 1, false});
+  try {
+    strided.forward_bands(Tensor<float>(Shape{1, 16, 8, 8}), ignore);
+    ADD_FAILURE();
+  } catch (const ArgumentError& error) {
+    EXPECT_STREQ(error.what(),
+                 "Conv2d::forward_bands: needs a 3x3 conv with stride 1 and padding 1, got kernel "
+                 "3, stride 2, padding 1");
+  }
+}
+
+// Every load is recorded, by the reader and its children: what is left is what a strict load
+// refuses.
+TEST(WeightReader, RecordsWhatWasRead) {
+  Tensor<float> weight(Shape{2, 3, 1, 1});
+  Tensor<float> bias(Shape{2});
+  const std::string bytes = io::to_safetensors_bytes(
+      {{"a.conv.weight", weight}, {"a.conv.bias", bias}, {"a.extra", bias}, {"b.other", bias}});
+  const auto file = io::SafeTensors::parse({bytes.begin(), bytes.end()}, "w.safetensors");
+  const WeightReader root(file);
+  (void)Conv2d::load_with_bias(root.child("a"), "conv", {3, 2, 1});
+  EXPECT_EQ(root.unread(), (std::vector<std::string>{"a.extra", "b.other"}));
+  EXPECT_EQ(root.child("a").unread(), (std::vector<std::string>{"a.extra"}));
+  try {
+    root.child("a").check_all_read("the test");
+    ADD_FAILURE();
+  } catch (const WeightError& error) {
+    EXPECT_STREQ(error.what(),
+                 "safetensors: 'w.safetensors': 1 tensor under \"a.\" not read by the test "
+                 "(\"a.extra\"): weights of another architecture? (allow_unused skips them)");
+  }
+  EXPECT_TRUE(WeightReader(std::make_shared<SyntheticWeights>()).unread().empty());
 }
 
 }  // namespace

@@ -4,6 +4,7 @@
 
 #include <chrono>
 #include <cstdint>
+#include <limits>
 #include <string>
 #include <vector>
 
@@ -313,15 +314,31 @@ TEST(Preprocess, RefusesBadParamsAndExtremeAspectRatios) {
       [&] {
         (void)preprocess(ImageView{pixel, 1, 1}, params);
       },
-      "preprocess: min_size, max_size and size_divisible must be >= 1, got 0, 1333 and 32");
+      "TransformParams.min_size must be an integer in [1, 8192], got 0");
+  params = {};
+  params.max_size = 100000;
+  expect_error<ArgumentError>([&] { (void)preprocess(ImageView{pixel, 1, 1}, params); },
+                              "TransformParams.max_size must be an integer in [1, 8192], got 100000");
+  params = {};
+  params.size_divisible = -32;
+  expect_error<ArgumentError>(
+      [&] { (void)preprocess(ImageView{pixel, 1, 1}, params); },
+      "TransformParams.size_divisible must be an integer in [1, 1024], got -32");
+  params = {};
+  params.mean[2] = std::numeric_limits<float>::quiet_NaN();
+  expect_error<ArgumentError>([&] { (void)preprocess(ImageView{pixel, 1, 1}, params); },
+                              "TransformParams.mean[2] must be a finite number, got nan");
+  params = {};
+  params.stddev[0] = -0.5f;
+  expect_error<ArgumentError>([&] { (void)preprocess(ImageView{pixel, 1, 1}, params); },
+                              "TransformParams.stddev[0] must be a finite number > 0, got -0.5");
   params = {};
   params.stddev[1] = 0.0f;
   expect_error<ArgumentError>(
       [&] {
         (void)preprocess(ImageView{pixel, 1, 1}, params);
       },
-      "preprocess: mean must be finite and stddev finite and non-zero, "
-      "got mean 0.456000 and stddev 0.000000 for channel 1");
+      "TransformParams.stddev[1] must be a finite number > 0, got 0");
   // torch fails here too ("Input and output sizes should be greater than 0").
   std::vector<std::uint8_t> strip(100000 * 3, 7);
   expect_error<ArgumentError>(

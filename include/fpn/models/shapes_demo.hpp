@@ -17,6 +17,16 @@
 namespace fpn {
 
 using ShapesDemoBackbone = nn::BackboneWithFPN<nn::ResNet<nn::BasicBlock, 16, 1, 1, 1, 1>, nn::FPN<64>>;
+
+}  // namespace fpn
+
+// The demo's "arch" metadata is "maskrcnn_shapes_demo" (tools/fpn_tools/demo_model.py), so
+// MaskRCNNShapesDemo::arch is that, and a file of any other arch is refused.
+template <>
+inline constexpr std::string_view fpn::nn::backbone_arch<fpn::ShapesDemoBackbone> = "shapes_demo";
+
+namespace fpn {
+
 using MaskRCNNShapesDemo =
     TwoStageDetector<ShapesDemoBackbone, RoiHeads<nn::BoxHead<64, 256>, nn::MaskHead<64, 64>>>;
 

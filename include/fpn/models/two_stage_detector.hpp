@@ -8,16 +8,23 @@
 #pragma once
 
 #include <algorithm>
+#include <array>
+#include <charconv>
 #include <concepts>
 #include <cstdint>
 #include <filesystem>
 #include <optional>
+#include <span>
 #include <string>
+#include <string_view>
+#include <system_error>
 #include <utility>
 #include <vector>
 
+#include "fpn/core/detail/json.hpp"
 #include "fpn/core/errors.hpp"
 #include "fpn/core/tensor.hpp"
+#include "fpn/core/thread_pool.hpp"
 #include "fpn/io/safetensors.hpp"
 #include "fpn/models/detections.hpp"
 #include "fpn/nn/backbone.hpp"
@@ -29,12 +36,41 @@
 
 namespace fpn {
 
+// The run-time settings of a loaded detector: thresholds, counts and image sizes, with
+// torchvision's defaults. set_params() may change them at any time; the model's geometry (its
+// anchors, its number of classes) is fixed at load by DetectorLoadOptions instead.
 struct DetectorParams {
   nn::TransformParams transform;
   nn::RpnParams rpn;
   nn::RoiHeadsParams roi_heads;
   // How the box head pools its 7x7 features; RoIPool only for heads trained with it.
   nn::RoiPooling box_pooling = nn::RoiPooling::align;
+};
+
+// Throws ArgumentError naming the first field out of range, by its path from `name`
+// ("DetectorParams.rpn.pre_nms_top_n must be an integer >= 1, got -1").
+inline void check_params(const DetectorParams& params, std::string_view name = "DetectorParams") {
+  const std::string prefix(name);
+  nn::check_params(params.transform, prefix + ".transform");
+  nn::check_params(params.rpn, prefix + ".rpn");
+  nn::check_params(params.roi_heads, prefix + ".roi_heads");
+  if (params.box_pooling != nn::RoiPooling::align && params.box_pooling != nn::RoiPooling::max) {
+    detail::throw_invalid_field(prefix + ".box_pooling", "RoiPooling::align or RoiPooling::max",
+                                std::to_string(static_cast<int>(params.box_pooling)));
+  }
+}
+
+// What a detector fixes when it is loaded: the model's own geometry, and how strictly the file
+// must fit it.
+struct DetectorLoadOptions {
+  // Classes including background; 0: the file's "num_classes" metadata, else torchvision's 91.
+  std::int64_t num_classes = 0;
+  // Anchor sizes (one per pyramid level) and aspect ratios (one per RPN head output): the head
+  // was trained with them, so they cannot change after load.
+  nn::AnchorParams anchors;
+  // Tensors of the file that the detector does not read are an error unless this is set (e.g.
+  // to run the Faster R-CNN part of a Mask R-CNN file).
+  bool allow_unused = false;
 };
 
 // Marks a detector without a mask branch.
@@ -54,6 +90,43 @@ concept backbone_with_fpn = requires(const nn::WeightReader& reader, const T& ne
   { net.forward(image) } -> std::same_as<nn::FeaturePyramid>;
 };
 
+namespace detail {
+
+// A metadata value that must be an integer in [low, high], or nullopt when the file has none.
+inline std::optional<std::int64_t> metadata_integer(const nn::WeightSource& source,
+                                                    const std::string& key, std::int64_t low,
+                                                    std::int64_t high) {
+  const std::optional<std::string> text = source.metadata(key);
+  if (!text) return std::nullopt;
+  std::int64_t value = 0;
+  const auto [end, error] = std::from_chars(text->data(), text->data() + text->size(), value);
+  if (error != std::errc() || end != text->data() + text->size() || value < low || value > high) {
+    throw WeightError(source.describe() + ": metadata " + key + " must be an integer in [" +
+                      std::to_string(low) + ", " + std::to_string(high) + "], got \"" + *text +
+                      "\"");
+  }
+  return value;
+}
+
+// "class_names": a JSON list of strings, index = label.
+inline std::vector<std::string> metadata_class_names(const nn::WeightSource& source) {
+  std::vector<std::string> names;
+  const std::optional<std::string> text = source.metadata("class_names");
+  if (!text) return names;
+  const std::string context = source.describe() + ": metadata class_names";
+  try {
+    JsonReader reader(*text, context);
+    reader.begin_array();
+    while (reader.next_item()) names.push_back(reader.read_string());
+    reader.finish();
+  } catch (const WeightError&) {
+    throw WeightError(context + " must be a JSON list of strings, got '" + *text + "'");
+  }
+  return names;
+}
+
+}  // namespace detail
+
 template <backbone_with_fpn Backbone, typename Heads>
 class TwoStageDetector {
   static constexpr int channels = static_cast<int>(Backbone::out_channels);
@@ -62,53 +135,95 @@ class TwoStageDetector {
   using backbone_type = Backbone;
   static constexpr bool has_mask = Heads::has_mask;
 
-  // num_classes: from the file's "num_classes" metadata when 0 (torchvision's COCO: 91).
-  static TwoStageDetector load(const nn::WeightReader& weights, DetectorParams params = {},
-                               std::int64_t num_classes = 0) {
-    if (num_classes <= 0) {
-      num_classes = 91;
-      if (auto text = weights.source().metadata("num_classes")) {
-        try {
-          num_classes = std::stoll(*text);
-        } catch (const std::exception&) {
-          num_classes = 0;
-        }
-        if (num_classes < 2) {
-          throw WeightError(weights.source().describe() +
-                            ": metadata num_classes must be an integer >= 2, got \"" + *text + "\"");
-        }
-      }
-    }
-    TwoStageDetector detector;
-    detector.params_ = params;
-    detector.box_pooler_.set_pooling(params.box_pooling);
-    detector.num_classes_ = num_classes;
-    detector.backbone_ = Backbone::load(weights);
-    detector.rpn_ = nn::RegionProposalNetwork<channels>::load(weights.child("rpn"), params.rpn);
-    const nn::WeightReader roi_heads = weights.child("roi_heads");
-    detector.box_head_ = Heads::box_head::load(roi_heads, num_classes);
-    if constexpr (has_mask) detector.mask_head_ = Heads::mask_head::load(roi_heads, num_classes);
-    return detector;
+  // torchvision's builder name of this detector ("maskrcnn_resnet50_fpn"), as the converter
+  // records it in a file's "arch" metadata: "<fasterrcnn|maskrcnn>_" + nn::backbone_arch of the
+  // backbone; empty when the backbone has no name (then a file's arch is not checked).
+ private:
+  static constexpr std::string_view head_arch = has_mask ? "maskrcnn" : "fasterrcnn";
+  static constexpr std::string_view backbone_arch = nn::backbone_arch<Backbone>;
+  static constexpr auto arch_text = [] {
+    std::array<char, 64> text{};
+    static_assert(head_arch.size() + 1 + backbone_arch.size() < text.size(),
+                  "TwoStageDetector: the backbone's arch name is too long");
+    std::size_t length = 0;
+    for (char c : head_arch) text[length++] = c;
+    text[length++] = '_';
+    for (char c : backbone_arch) text[length++] = c;
+    return text;
+  }();
+
+ public:
+  static constexpr std::string_view arch =
+      backbone_arch.empty() ? std::string_view()
+                            : std::string_view(arch_text.data(), head_arch.size() + 1 + backbone_arch.size());
+
+  // Loads the weights with the model's default params: torchvision's, with the transform's
+  // min_size and max_size from the file's metadata when it records them (the demo model's
+  // 320/512). Precedence: explicitly passed params win over the metadata; see the next overload.
+  //
+  // Metadata read: "arch" (must be this type's arch; a Faster R-CNN also takes its Mask R-CNN's
+  // file when options.allow_unused is set), "num_classes" (unless options.num_classes is given),
+  // "class_names" (class_names()), "min_size"/"max_size" (default_params()), "frozen_bn_eps"
+  // (WeightReader). Unless options.allow_unused, a tensor of the file that the detector does not
+  // read is a WeightError naming it.
+  static TwoStageDetector load(const nn::WeightReader& weights,
+                               const DetectorLoadOptions& options = {}) {
+    return load_with(weights, std::nullopt, options);
+  }
+
+  // As above with params used exactly as given, the file's min_size/max_size ignored.
+  static TwoStageDetector load(const nn::WeightReader& weights, const DetectorParams& params,
+                               const DetectorLoadOptions& options = {}) {
+    return load_with(weights, params, options);
   }
 
   // Reads a converted checkpoint; nothing of the file is kept once the weights are loaded.
-  static TwoStageDetector load(const std::filesystem::path& path, DetectorParams params = {}) {
+  static TwoStageDetector load(const std::filesystem::path& path,
+                               const DetectorLoadOptions& options = {}) {
     const io::SafeTensors file = io::SafeTensors::open(path);
-    return load(nn::WeightReader(file), params);
+    return load_with(nn::WeightReader(file), std::nullopt, options);
+  }
+  static TwoStageDetector load(const std::filesystem::path& path, const DetectorParams& params,
+                               const DetectorLoadOptions& options = {}) {
+    const io::SafeTensors file = io::SafeTensors::open(path);
+    return load_with(nn::WeightReader(file), params, options);
   }
 
   const DetectorParams& params() const { return params_; }
-  void set_params(DetectorParams params) {
+  // torchvision's defaults with the loaded file's min_size/max_size: what load() without params
+  // uses, and a starting point for set_params.
+  const DetectorParams& default_params() const { return default_params_; }
+  // Every field is checked (ArgumentError naming it) before anything changes.
+  void set_params(const DetectorParams& params) {
+    check_params(params);
     params_ = params;
     rpn_.set_params(params.rpn);
     box_pooler_.set_pooling(params.box_pooling);
   }
+  // The file's "class_names" metadata (index = label, 0 the background), or empty.
+  const std::vector<std::string>& class_names() const { return class_names_; }
+  const nn::AnchorParams& anchors() const { return rpn_.anchors(); }
   std::int64_t num_classes() const { return num_classes_; }
   const Backbone& backbone() const { return backbone_; }
+
+  // Threads for this detector's calls: 1..max_threads, or 0 (the default) for whatever the
+  // calling thread has (its fpn::ThreadLimit, else one per available CPU). Results are the same
+  // for any count. Several threads may call detect on one detector at once; they share fpn's
+  // pool, so the total stays bounded.
+  void set_num_threads(int threads) {
+    if (threads < 0 || threads > max_threads) {
+      detail::throw_argument_error("TwoStageDetector::set_num_threads",
+                                   "threads must be in [0, " + std::to_string(max_threads) +
+                                       "] (0: the caller's), got " + std::to_string(threads));
+    }
+    num_threads_ = threads;
+  }
+  int num_threads() const { return num_threads_; }
 
   // The whole pipeline on an 8-bit RGB image. The preprocessed image is released once the stem
   // has read it.
   Detections detect(nn::ImageView image) const {
+    const CallThreads threads(num_threads_);
     nn::PreprocessedImage input = nn::preprocess(image, params_.transform);
     const std::int64_t padded_height = input.tensor.dim(2), padded_width = input.tensor.dim(3);
     const nn::FeaturePyramid pyramid = backbone_.forward(std::move(input.tensor));
@@ -117,7 +232,18 @@ class TwoStageDetector {
     return detect_from_proposals(pyramid, proposals.boxes, input);
   }
 
+  // Several images, each on its own, one after another: result i equals detect(images[i]).
+  std::vector<Detections> detect(std::span<const nn::ImageView> images) const {
+    std::vector<Detections> results;
+    results.reserve(images.size());
+    for (const nn::ImageView& image : images) results.push_back(detect(image));
+    return results;
+  }
+
+  // image: one preprocessed image, tensor [1, 3, H, W]; a batch is refused (ShapeError).
   Detections detect(const nn::PreprocessedImage& image) const {
+    check_image("TwoStageDetector::detect", image);
+    const CallThreads threads(num_threads_);
     const nn::FeaturePyramid pyramid = backbone_.forward(image.tensor);
     const nn::Proposals proposals = propose(pyramid, image);
     return detect_from_proposals(pyramid, proposals.boxes, image);
@@ -125,6 +251,7 @@ class TwoStageDetector {
 
   // The stages, exposed so each can be checked against torchvision on its own.
   nn::Proposals propose(const nn::FeaturePyramid& pyramid, const nn::PreprocessedImage& image) const {
+    check_image("TwoStageDetector::propose", image);
     return rpn_.forward(pyramid, image.tensor.dim(2), image.tensor.dim(3), image.resized_height,
                         image.resized_width);
   }
@@ -139,6 +266,7 @@ class TwoStageDetector {
     if (proposals.rank() != 2 || proposals.dim(1) != 4) {
       detail::throw_shape_error("detect_boxes", "proposals", "[R, 4]", proposals.shape().dims());
     }
+    check_sizes("detect_boxes", image);
     const std::int64_t count = proposals.dim(0);
     const std::int64_t classes = box_head_.num_classes();
     Tensor<float> logits = Tensor<float>::uninitialized(Shape{count, classes});
@@ -170,6 +298,8 @@ class TwoStageDetector {
                                                         std::to_string(labels.size()) + " labels for " +
                                                         std::to_string(boxes.dim(0)) + " boxes");
     }
+    check_sizes("predict_masks", image);
+    mask_head_.check_labels("predict_masks", labels);
     const std::int64_t count = boxes.dim(0);
     const std::int64_t side = 2 * Heads::mask_head::pool_size;
     Tensor<float> masks = Tensor<float>::uninitialized(Shape{count, side, side});
@@ -220,7 +350,99 @@ class TwoStageDetector {
  private:
   TwoStageDetector() = default;
 
+  static TwoStageDetector load_with(const nn::WeightReader& weights,
+                                    const std::optional<DetectorParams>& given,
+                                    const DetectorLoadOptions& options) {
+    const nn::WeightSource& source = weights.source();
+    if (auto stored = source.metadata("arch"); stored && !arch.empty() && *stored != arch) {
+      // A Mask R-CNN file holds its Faster R-CNN whole, plus the mask branch.
+      const bool mask_file_for_faster =
+          !has_mask && options.allow_unused && *stored == "maskrcnn_" + std::string(backbone_arch);
+      if (!mask_file_for_faster) {
+        throw WeightError(source.describe() + " is for " + *stored +
+                          " (its \"arch\" metadata), not " + std::string(arch));
+      }
+    }
+    nn::check_params(options.anchors, nn::FeaturePyramid::num_levels,
+                     "DetectorLoadOptions.anchors");
+    TwoStageDetector detector;
+    detector.num_classes_ = options.num_classes;
+    if (detector.num_classes_ <= 0) {
+      detector.num_classes_ =
+          detail::metadata_integer(source, "num_classes", 2, std::int64_t{1} << 20).value_or(91);
+    }
+    detector.class_names_ = detail::metadata_class_names(source);
+    if (!detector.class_names_.empty() &&
+        static_cast<std::int64_t>(detector.class_names_.size()) != detector.num_classes_) {
+      throw WeightError(source.describe() + ": metadata class_names has " +
+                        std::to_string(detector.class_names_.size()) +
+                        " names, expected one per class (" +
+                        std::to_string(detector.num_classes_) + ", background included)");
+    }
+    nn::TransformParams& transform = detector.default_params_.transform;
+    transform.min_size = detail::metadata_integer(source, "min_size", 1, nn::TransformParams::size_limit)
+                             .value_or(transform.min_size);
+    transform.max_size = detail::metadata_integer(source, "max_size", 1, nn::TransformParams::size_limit)
+                             .value_or(transform.max_size);
+    detector.params_ = given.value_or(detector.default_params_);
+    check_params(detector.params_);
+    detector.box_pooler_.set_pooling(detector.params_.box_pooling);
+
+    detector.backbone_ = load_backbone(weights);
+    detector.rpn_ = nn::RegionProposalNetwork<channels>::load(weights.child("rpn"),
+                                                              detector.params_.rpn, options.anchors);
+    const nn::WeightReader roi_heads = weights.child("roi_heads");
+    detector.box_head_ = Heads::box_head::load(roi_heads, detector.num_classes_);
+    if constexpr (has_mask) {
+      detector.mask_head_ = Heads::mask_head::load(roi_heads, detector.num_classes_);
+    }
+    if (!options.allow_unused) {
+      weights.check_all_read(arch.empty() ? std::string_view("the detector") : arch);
+    }
+    return detector;
+  }
+
+  // The whole file is checked at the end of the detector's load, so the backbone need not check
+  // its part (when it can be told so).
+  static Backbone load_backbone(const nn::WeightReader& weights) {
+    if constexpr (requires { Backbone::load(weights, nn::LoadOptions{}); }) {
+      return Backbone::load(weights, nn::LoadOptions{.allow_unused = true});
+    } else {
+      return Backbone::load(weights);
+    }
+  }
+
+  // The sizes of a preprocessed image that the heads read.
+  static void check_sizes(std::string_view where, const nn::PreprocessedImage& image) {
+    if (image.resized_height < 1 || image.resized_width < 1 || image.original_height < 1 ||
+        image.original_width < 1) {
+      detail::throw_argument_error(
+          where, "the image's sizes must be >= 1, got resized " +
+                     std::to_string(image.resized_height) + "x" + std::to_string(image.resized_width) +
+                     " and original " + std::to_string(image.original_height) + "x" +
+                     std::to_string(image.original_width));
+    }
+  }
+  // The detector's own thread count for the scope of a call, when it has one.
+  class CallThreads {
+   public:
+    explicit CallThreads(int threads) {
+      if (threads > 0) limit_.emplace(threads);
+    }
+
+   private:
+    std::optional<ThreadLimit> limit_;
+  };
+
+  static void check_image(std::string_view where, const nn::PreprocessedImage& image) {
+    detail::check_single_image(where, "image.tensor", image.tensor.shape().dims(), 3);
+    check_sizes(where, image);
+  }
+
+  int num_threads_ = 0;
   DetectorParams params_;
+  DetectorParams default_params_;
+  std::vector<std::string> class_names_;
   std::int64_t num_classes_ = 0;
   Backbone backbone_;
   nn::RegionProposalNetwork<channels> rpn_;

@@ -8,6 +8,8 @@
 #include <array>
 #include <cmath>
 #include <cstdint>
+#include <string>
+#include <string_view>
 #include <vector>
 
 #include "fpn/core/errors.hpp"
@@ -15,11 +17,38 @@
 
 namespace fpn::nn {
 
+// The anchor geometry is part of the trained model (the RPN head predicts one objectness and one
+// set of deltas per aspect ratio), so it is given once, at load, and cannot change afterwards.
 struct AnchorParams {
   // One anchor size per pyramid level P2..P6.
   std::vector<float> sizes{32, 64, 128, 256, 512};
   std::vector<float> aspect_ratios{0.5f, 1.0f, 2.0f};
 };
+
+// Throws ArgumentError naming the first bad field: sizes and aspect ratios must be finite and > 0,
+// and there must be num_levels sizes and at least one ratio.
+inline void check_params(const AnchorParams& params, std::size_t num_levels,
+                         std::string_view name = "AnchorParams") {
+  const std::string prefix(name);
+  if (params.sizes.size() != num_levels) {
+    fpn::detail::throw_invalid_field(prefix + ".sizes",
+                                     "one size per pyramid level (" + std::to_string(num_levels) + ")",
+                                     std::to_string(params.sizes.size()) + " sizes");
+  }
+  if (params.aspect_ratios.empty()) {
+    fpn::detail::throw_invalid_field(prefix + ".aspect_ratios", "at least one ratio", "none");
+  }
+  auto check_positive = [&](const std::string& field, const std::vector<float>& values) {
+    for (std::size_t i = 0; i < values.size(); ++i) {
+      if (!(values[i] > 0.0f) || !std::isfinite(values[i])) {
+        fpn::detail::throw_invalid_field(field + "[" + std::to_string(i) + "]",
+                                         "a finite number > 0", fpn::detail::format_float(values[i]));
+      }
+    }
+  };
+  check_positive(prefix + ".sizes", params.sizes);
+  check_positive(prefix + ".aspect_ratios", params.aspect_ratios);
+}
 
 // returns [A, 4]: the anchors of one cell centred on the origin, ratio-major.
 inline Tensor<float> cell_anchors(float size, const std::vector<float>& aspect_ratios) {

@@ -6,8 +6,10 @@
 #include <concepts>
 #include <cstddef>
 #include <string>
+#include <string_view>
 #include <utility>
 
+#include "fpn/core/errors.hpp"
 #include "fpn/core/tensor.hpp"
 #include "fpn/nn/fpn.hpp"
 #include "fpn/nn/resnet.hpp"
@@ -29,6 +31,24 @@ concept top_down = requires(const WeightReader& reader, const T& net, const Stag
   { net.forward(stages) } -> std::same_as<FeaturePyramid>;
 };
 
+// The name a backbone has in torchvision's builders and in the "arch" metadata of converted
+// checkpoints, which end in it ("maskrcnn_resnet50_fpn"); empty for a backbone without one.
+// Specialise it for a new backbone type (shapes_demo.hpp does for the demo's).
+template <typename Backbone>
+inline constexpr std::string_view backbone_arch{};
+
+namespace detail {
+
+// Whether a file whose "arch" metadata is `stored` holds the backbone named `backbone`: the
+// name itself or a detector's "<head>_<backbone>".
+inline bool arch_has_backbone(std::string_view stored, std::string_view backbone) {
+  return stored == backbone ||
+         (stored.size() > backbone.size() && stored.ends_with(backbone) &&
+          stored[stored.size() - backbone.size() - 1] == '_');
+}
+
+}  // namespace detail
+
 template <bottom_up Body, top_down Neck>
 class BackboneWithFPN {
  public:
@@ -37,16 +57,35 @@ class BackboneWithFPN {
   static constexpr std::int64_t out_channels = Neck::out_channels;
 
   // weights: a reader at the checkpoint's root; reads "<prefix>body.*" and "<prefix>fpn.*".
-  static BackboneWithFPN load(const WeightReader& weights, const std::string& prefix = "backbone") {
+  // A file whose "arch" metadata names another backbone is refused, and so (unless
+  // options.allow_unused) is any tensor under "<prefix>." that the backbone does not read, e.g.
+  // the extra layer3 blocks of a ResNet-101 file loaded into a ResNet-50. Tensors outside the
+  // prefix (a detector's heads) are not the backbone's business.
+  static BackboneWithFPN load(const WeightReader& weights, LoadOptions options = {},
+                              const std::string& prefix = "backbone") {
+    constexpr std::string_view arch = backbone_arch<BackboneWithFPN>;
+    if (auto stored = weights.source().metadata("arch");
+        stored && !arch.empty() && !detail::arch_has_backbone(*stored, arch)) {
+      throw WeightError(weights.source().describe() + " is for " + *stored +
+                        " (its \"arch\" metadata), whose backbone is not " + std::string(arch));
+    }
     const WeightReader scope = weights.child(prefix);
     BackboneWithFPN net;
     net.body_ = Body::load(scope.child("body"));
     net.neck_ = Neck::load(scope.child("fpn"), Body::stage_channels);
+    if (!options.allow_unused) {
+      scope.check_all_read(arch.empty() ? std::string_view("the backbone") : arch);
+    }
     return net;
   }
+  static BackboneWithFPN load(const WeightReader& weights, const std::string& prefix) {
+    return load(weights, LoadOptions{}, prefix);
+  }
 
-  // image: [N, 3, H, W] normalised and padded to a multiple of 32; returns P2..P6.
+  // image: [1, 3, H, W] normalised, one image (a batch is refused: run it image by image);
+  // returns P2..P6.
   FeaturePyramid forward(TensorView<const float> image) const {
+    fpn::detail::check_single_image("BackboneWithFPN::forward", "image", image.shape().dims(), 3);
     if constexpr (interleaved) {
       return forward_interleaved(body_.forward_stem(image));
     } else {
@@ -56,6 +95,7 @@ class BackboneWithFPN {
 
   // As above, releasing the image once the stem has read it (with an interleaved body and neck).
   FeaturePyramid forward(Tensor<float>&& image) const {
+    fpn::detail::check_single_image("BackboneWithFPN::forward", "image", image.shape().dims(), 3);
     if constexpr (interleaved) {
       Tensor<float> stem = body_.forward_stem(image);
       image = Tensor<float>();
@@ -109,5 +149,10 @@ template <> struct ResNetOfDepth<101> { using type = ResNet101; };
 // torchvision's resnet{18,34,50,101}_fpn backbones.
 template <int Depth>
 using ResNetFPN = BackboneWithFPN<typename ResNetOfDepth<Depth>::type, FPN<256>>;
+
+template <> inline constexpr std::string_view backbone_arch<ResNetFPN<18>> = "resnet18_fpn";
+template <> inline constexpr std::string_view backbone_arch<ResNetFPN<34>> = "resnet34_fpn";
+template <> inline constexpr std::string_view backbone_arch<ResNetFPN<50>> = "resnet50_fpn";
+template <> inline constexpr std::string_view backbone_arch<ResNetFPN<101>> = "resnet101_fpn";
 
 }  // namespace fpn::nn

@@ -10,6 +10,7 @@
 #include <string>
 #include <vector>
 
+#include "fpn/core/errors.hpp"
 #include "fpn/core/tensor.hpp"
 #include "fpn/nn/weights.hpp"
 #include "fpn/ops/conv2d.hpp"
@@ -29,6 +30,14 @@ struct ConvSpec {
 // [1, C, rows + 2, W]) as rows first .. first + rows - 1 of target [1, C, H, W].
 inline void store_band_rows(TensorView<const float> band, std::int64_t first, std::int64_t rows,
                             TensorView<float> target) {
+  if (target.rank() != 4 || band.rank() != 4 || target.dim(0) != 1 || band.dim(0) != 1 ||
+      band.dim(1) != target.dim(1) || band.dim(3) != target.dim(3) || first < 0 || rows < 0 ||
+      rows + 2 > band.dim(2) || first + rows > target.dim(2)) {
+    fpn::detail::throw_shape_mismatch(
+        "store_band_rows", "rows " + std::to_string(first) + " .. " + std::to_string(first + rows) +
+                               " of a band [1, C, >= rows + 2, W] into a map [1, C, H, W]",
+        band.shape().dims(), target.shape().dims());
+  }
   const std::int64_t width = target.dim(3);
   const std::int64_t band_plane = band.dim(2) * width, plane = target.dim(2) * width;
   for (std::int64_t c = 0; c < band.dim(1); ++c) {
@@ -78,8 +87,14 @@ class Conv2d {
   static Conv2d concatenate(const Conv2d& first, const Conv2d& second) {
     const ConvSpec& a = first.spec_;
     const ConvSpec& b = second.spec_;
-    FPN_ASSERT(a.in_channels == b.in_channels && a.kernel == b.kernel && a.stride == b.stride &&
-               a.padding == b.padding && a.relu == b.relu);
+    if (a.in_channels != b.in_channels || a.kernel != b.kernel || a.stride != b.stride ||
+        a.padding != b.padding || a.relu != b.relu) {
+      fpn::detail::throw_argument_error(
+          "Conv2d::concatenate", "both convs need the same input width and geometry, got " +
+                                     std::to_string(a.in_channels) + " and " +
+                                     std::to_string(b.in_channels) + " input channels, kernels " +
+                                     std::to_string(a.kernel) + " and " + std::to_string(b.kernel));
+    }
     Conv2d conv({a.in_channels, a.out_channels + b.out_channels, a.kernel, a.stride, a.padding, a.relu});
     conv.weight_ = Tensor<float>::uninitialized(conv.weight_shape());
     std::copy_n(first.weight_.data(), first.weight_.numel(), conv.weight_.data());
@@ -106,8 +121,14 @@ class Conv2d {
   // A 1x1 stride-1 conv with as many outputs as inputs, written over its input map (FPN's lateral
   // on a 256-channel C2): no second map of the same size.
   void forward_in_place(Tensor<float>& map) const {
-    FPN_ASSERT(spec_.kernel == 1 && spec_.stride == 1 && spec_.padding == 0 &&
-               spec_.in_channels == spec_.out_channels);
+    if (spec_.kernel != 1 || spec_.stride != 1 || spec_.padding != 0 ||
+        spec_.in_channels != spec_.out_channels) {
+      fpn::detail::throw_argument_error(
+          "Conv2d::forward_in_place", "needs a 1x1 stride-1 conv with as many outputs as inputs, got " +
+                                          std::to_string(spec_.in_channels) + " -> " +
+                                          std::to_string(spec_.out_channels) + ", kernel " +
+                                          std::to_string(spec_.kernel));
+    }
     ops::conv2d_1x1_in_place(map.view(), weight_, bias_, spec_.relu);
   }
 
@@ -121,8 +142,16 @@ class Conv2d {
 
   template <typename Visit>
   void forward_bands(TensorView<const float> input, Visit&& visit, std::int64_t band_rows = 0) const {
-    FPN_ASSERT(spec_.kernel == 3 && spec_.stride == 1 && spec_.padding == 1 &&
-               input.rank() == 4 && input.dim(0) == 1 && input.dim(1) == spec_.in_channels);
+    if (spec_.kernel != 3 || spec_.stride != 1 || spec_.padding != 1) {
+      fpn::detail::throw_argument_error(
+          "Conv2d::forward_bands", "needs a 3x3 conv with stride 1 and padding 1, got kernel " +
+                                       std::to_string(spec_.kernel) + ", stride " +
+                                       std::to_string(spec_.stride) + ", padding " +
+                                       std::to_string(spec_.padding));
+    }
+    // Bands are cut from image 0's planes: a batch would silently lose its other images.
+    fpn::detail::check_single_image("Conv2d::forward_bands", "input", input.shape().dims(),
+                                    spec_.in_channels);
     const std::int64_t channels = input.dim(1), height = input.dim(2), width = input.dim(3);
     const std::int64_t row_bytes = channels * width * static_cast<std::int64_t>(sizeof(float));
     if (band_rows <= 0) band_rows = band_budget_bytes / std::max<std::int64_t>(row_bytes, 1);

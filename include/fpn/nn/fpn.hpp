@@ -9,6 +9,7 @@
 #include <string>
 #include <utility>
 
+#include "fpn/core/errors.hpp"
 #include "fpn/core/tensor.hpp"
 #include "fpn/nn/conv.hpp"
 #include "fpn/nn/resnet.hpp"
@@ -18,7 +19,7 @@
 
 namespace fpn::nn {
 
-// P2..P6, each [N, channels, H_i, W_i]. levels[0] is P2 (stride 4) ... levels[4] is P6 (stride 64).
+// P2..P6 of one image, each [1, channels, H_i, W_i]. levels[0] is P2 (stride 4) ... levels[4] is P6 (stride 64).
 struct FeaturePyramid {
   static constexpr int first_level = 2;
   static constexpr int num_levels = 5;
@@ -56,6 +57,11 @@ class FPN {
   // As above, with the stage maps' memory: each stage map is released once its lateral has read
   // it (or becomes the lateral, when the widths agree).
   FeaturePyramid forward(StageOutputs&& stages) const {
+    for (std::size_t index = 0; index < 4; ++index) {
+      fpn::detail::check_single_image("FPN::forward", fpn::detail::numbered("C", static_cast<std::int64_t>(index) + 2),
+                                      stages[index].shape().dims(),
+                                      lateral_[index].spec().in_channels);
+    }
     std::array<Tensor<float>, 4> laterals;
     for (std::size_t index = 4; index-- > 0;) {
       laterals[index] = lateral_in(index, std::move(stages[index]));
@@ -67,6 +73,10 @@ class FPN {
   // added (nearest-resized) into the lateral below, then its 3x3 output conv overwrites it band by
   // band (Conv2d::forward_bands). At P2 only P2's sum, P3..P5 and two bands of rows are held.
   FeaturePyramid top_down(std::array<Tensor<float>, 4>&& laterals) const {
+    for (std::size_t index = 0; index < 4; ++index) {
+      fpn::detail::check_single_image("FPN::top_down", fpn::detail::numbered("lateral ", static_cast<std::int64_t>(index)),
+                                      laterals[index].shape().dims(), out_channels);
+    }
     FeaturePyramid pyramid;
     for (std::size_t index = 4; index-- > 0;) {
       if (index > 0) ops::add_upsampled_nearest_inplace(laterals[index - 1].view(), laterals[index].view());

@@ -9,6 +9,7 @@
 #include <array>
 #include <cmath>
 #include <cstdint>
+#include <string>
 #include <vector>
 
 #include "fpn/core/errors.hpp"
@@ -66,6 +67,18 @@ class MultiScaleRoIAlign {
                         std::int64_t image_height) const {
     if (boxes.rank() != 2 || boxes.dim(1) != 4) {
       fpn::detail::throw_shape_error("MultiScaleRoIAlign", "boxes", "[R, 4]", boxes.shape().dims());
+    }
+    if (image_height < 1) {
+      fpn::detail::throw_argument_error("MultiScaleRoIAlign",
+                                        "image_height must be >= 1, got " + std::to_string(image_height));
+    }
+    for (std::size_t l = 0; l < pooled_levels; ++l) {
+      // Boxes are pooled with batch index 0: a batch's other images would be ignored.
+      std::string level = "P";  // appended: see transform.hpp's check_params
+      level += std::to_string(l + 2);
+      fpn::detail::check_single_image("MultiScaleRoIAlign", level,
+                                      pyramid.levels[l].shape().dims(),
+                                      pyramid.levels[0].rank() == 4 ? pyramid.levels[0].dim(1) : -1);
     }
     std::array<float, pooled_levels> scales{};
     for (std::size_t l = 0; l < pooled_levels; ++l) {

@@ -11,6 +11,7 @@
 #include <cmath>
 #include <cstdint>
 #include <string>
+#include <string_view>
 #include <vector>
 
 #include "fpn/core/errors.hpp"
@@ -32,10 +33,19 @@ namespace fpn::nn {
 
 // torchvision's test-time defaults.
 struct RoiHeadsParams {
-  float score_thresh = 0.05f;
-  float nms_thresh = 0.5f;
+  float score_thresh = 0.05f;  // class probability a detection must exceed
+  float nms_thresh = 0.5f;     // per-class NMS IoU
   std::int64_t detections_per_img = 100;
 };
+
+// Throws ArgumentError naming the first field out of range ("RoiHeadsParams.detections_per_img
+// must be an integer >= 1, got -1"); name: how the caller knows these params.
+inline void check_params(const RoiHeadsParams& params, std::string_view name = "RoiHeadsParams") {
+  const std::string prefix(name);
+  fpn::detail::check_in_range(prefix + ".score_thresh", params.score_thresh, 0.0f, 1.0f);
+  fpn::detail::check_in_range(prefix + ".nms_thresh", params.nms_thresh, 0.0f, 1.0f);
+  fpn::detail::check_count(prefix + ".detections_per_img", params.detections_per_img, 1);
+}
 
 // Detections on the resized image, before mapping back to the original.
 struct BoxDetections {
@@ -102,6 +112,12 @@ class BoxHead {
 
   // pooled: [R, C, 7, 7] ROI features; returns class logits [R, K] and deltas [R, 4K].
   std::pair<Tensor<float>, Tensor<float>> predict(const Tensor<float>& pooled) const {
+    if (pooled.rank() != 4 || pooled.dim(1) != Channels || pooled.dim(2) != pool_size ||
+        pooled.dim(3) != pool_size) {
+      fpn::detail::throw_shape_error("BoxHead::predict", "pooled",
+                                     "[R, " + std::to_string(Channels) + ", 7, 7]",
+                                     pooled.shape().dims());
+    }
     const TensorView<const float> flat(pooled.data(), Shape{pooled.dim(0), pooled.numel() / std::max<std::int64_t>(pooled.dim(0), 1)});
     const Tensor<float> x = fc7_.forward(fc6_.forward(flat, true), true);
     return {cls_score_.forward(x), bbox_pred_.forward(x)};
@@ -111,6 +127,29 @@ class BoxHead {
   BoxDetections postprocess(const Tensor<float>& logits, const Tensor<float>& deltas,
                             const Tensor<float>& proposals, std::int64_t image_height,
                             std::int64_t image_width, const RoiHeadsParams& params) const {
+    check_params(params);
+    const std::int64_t count = proposals.rank() == 2 ? proposals.dim(0) : -1;
+    const std::string rows = std::to_string(count);
+    if (proposals.rank() != 2 || proposals.dim(1) != 4) {
+      fpn::detail::throw_shape_error("BoxHead::postprocess", "proposals", "[R, 4]",
+                                     proposals.shape().dims());
+    }
+    if (logits.rank() != 2 || logits.dim(0) != count || logits.dim(1) != num_classes_) {
+      fpn::detail::throw_shape_error("BoxHead::postprocess", "logits",
+                                     "[" + rows + ", " + std::to_string(num_classes_) + "]",
+                                     logits.shape().dims());
+    }
+    if (deltas.rank() != 2 || deltas.dim(0) != count || deltas.dim(1) != 4 * num_classes_) {
+      fpn::detail::throw_shape_error("BoxHead::postprocess", "deltas",
+                                     "[" + rows + ", " + std::to_string(4 * num_classes_) + "]",
+                                     deltas.shape().dims());
+    }
+    if (image_height < 1 || image_width < 1) {
+      fpn::detail::throw_argument_error("BoxHead::postprocess",
+                                        "the image size must be >= 1, got " +
+                                            std::to_string(image_height) + "x" +
+                                            std::to_string(image_width));
+    }
     const ops::BoxCoder coder{{10.0, 10.0, 5.0, 5.0}};
     const Tensor<float> boxes = ops::clip_boxes_to_image(
         coder.decode(deltas, proposals).reshaped(Shape{proposals.dim(0) * num_classes_, 4}),
@@ -173,6 +212,19 @@ class MaskHead {
 
   // pooled: [D, C, 14, 14]; labels: D class indices. returns [D, 28, 28] mask probabilities.
   Tensor<float> forward(const Tensor<float>& pooled, const std::vector<std::int64_t>& labels) const {
+    if (pooled.rank() != 4 || pooled.dim(1) != Channels || pooled.dim(2) != pool_size ||
+        pooled.dim(3) != pool_size) {
+      fpn::detail::throw_shape_error("MaskHead::forward", "pooled",
+                                     "[D, " + std::to_string(Channels) + ", 14, 14]",
+                                     pooled.shape().dims());
+    }
+    if (static_cast<std::size_t>(pooled.dim(0)) != labels.size()) {
+      fpn::detail::throw_argument_error(
+          "MaskHead::forward", "one label per pooled box expected, got " +
+                                   std::to_string(labels.size()) + " labels for " +
+                                   std::to_string(pooled.dim(0)) + " boxes");
+    }
+    check_labels("MaskHead::forward", labels);
     Tensor<float> x = convs_[0].forward(pooled);
     for (std::size_t i = 1; i < convs_.size(); ++i) x = convs_[i].forward(x);
     const Tensor<float> up = ops::conv_transpose2d(x, upsample_weight_, upsample_bias_, 2, true);
@@ -193,6 +245,20 @@ class MaskHead {
       for (std::int64_t p = 0; p < pixels; ++p) out[p] = 1.0f / (1.0f + std::exp(-out[p]));
     }
     return masks;
+  }
+
+  std::int64_t num_classes() const { return logits_bias_.numel(); }
+
+  // Each label must be a class of the predictor, [0, num_classes): the 1x1 logits conv is
+  // evaluated for that class only, from its row of the weights.
+  void check_labels(std::string_view where, const std::vector<std::int64_t>& labels) const {
+    for (std::size_t i = 0; i < labels.size(); ++i) {
+      if (labels[i] < 0 || labels[i] >= num_classes()) {
+        fpn::detail::throw_argument_error(
+            where, "labels[" + std::to_string(i) + "] must be a class index in [0, " +
+                       std::to_string(num_classes()) + "), got " + std::to_string(labels[i]));
+      }
+    }
   }
 
  private:

@@ -7,10 +7,12 @@
 #pragma once
 
 #include <algorithm>
+#include <array>
 #include <cmath>
 #include <cstdint>
 #include <numeric>
 #include <string>
+#include <string_view>
 #include <vector>
 
 #include "fpn/core/errors.hpp"
@@ -26,15 +28,26 @@
 
 namespace fpn::nn {
 
-// torchvision's test-time defaults (fasterrcnn_resnet50_fpn).
+// torchvision's test-time defaults (fasterrcnn_resnet50_fpn). The anchors are not here: they are
+// the model's geometry, fixed at load (RegionProposalNetwork::load, DetectorLoadOptions).
 struct RpnParams {
-  std::int64_t pre_nms_top_n = 1000;
-  std::int64_t post_nms_top_n = 1000;
+  std::int64_t pre_nms_top_n = 1000;   // per level
+  std::int64_t post_nms_top_n = 1000;  // in all
   float nms_thresh = 0.7f;
-  float score_thresh = 0.0f;
-  float min_size = 1e-3f;
-  AnchorParams anchors;
+  float score_thresh = 0.0f;  // on the objectness probability
+  float min_size = 1e-3f;     // boxes with a smaller side (resized-image pixels) are dropped
 };
+
+// Throws ArgumentError naming the first field out of range ("RpnParams.pre_nms_top_n must be an
+// integer >= 1, got -1"); name: how the caller knows these params.
+inline void check_params(const RpnParams& params, std::string_view name = "RpnParams") {
+  const std::string prefix(name);
+  fpn::detail::check_count(prefix + ".pre_nms_top_n", params.pre_nms_top_n, 1);
+  fpn::detail::check_count(prefix + ".post_nms_top_n", params.post_nms_top_n, 1);
+  fpn::detail::check_in_range(prefix + ".nms_thresh", params.nms_thresh, 0.0f, 1.0f);
+  fpn::detail::check_in_range(prefix + ".score_thresh", params.score_thresh, 0.0f, 1.0f);
+  fpn::detail::check_at_least(prefix + ".min_size", params.min_size, 0.0f);
+}
 
 // Proposals in resized-image pixels, by decreasing objectness.
 struct Proposals {
@@ -67,33 +80,55 @@ inline float sigmoid(float x) { return 1.0f / (1.0f + std::exp(-x)); }
 template <int Channels>
 class RegionProposalNetwork {
  public:
-  // rpn: a reader scoped to "rpn.".
-  static RegionProposalNetwork load(const WeightReader& rpn, RpnParams params = {}) {
+  // rpn: a reader scoped to "rpn.". anchors: one size per pyramid level and the aspect ratios the
+  // head was trained with (one objectness logit per ratio), fixed for the network's life.
+  static RegionProposalNetwork load(const WeightReader& rpn, const RpnParams& params = {},
+                                    const AnchorParams& anchors = {}) {
+    check_params(params);
+    check_params(anchors, FeaturePyramid::num_levels);
     RegionProposalNetwork net;
-    net.params_ = std::move(params);
-    const auto anchors = static_cast<std::int64_t>(net.params_.anchors.aspect_ratios.size());
-    net.num_anchors_ = anchors;
+    net.params_ = params;
+    net.anchors_ = anchors;
+    const auto count = static_cast<std::int64_t>(anchors.aspect_ratios.size());
+    net.num_anchors_ = count;
+    for (std::size_t level = 0; level < FeaturePyramid::num_levels; ++level) {
+      net.cell_anchors_[level] = cell_anchors(anchors.sizes[level], anchors.aspect_ratios);
+    }
     const WeightReader head = rpn.child("head");
     net.conv_ = Conv2d::load_with_bias(head, "conv.0.0", {Channels, Channels, 3, 1, 1, true});
     // The objectness and delta 1x1 convs read the same map: one GEMM computes both.
-    const Conv2d logits = Conv2d::load_with_bias(head, "cls_logits", {Channels, anchors, 1});
-    const Conv2d deltas = Conv2d::load_with_bias(head, "bbox_pred", {Channels, 4 * anchors, 1});
-    net.predictor_ = Conv2d::concatenate(logits, deltas);
+    try {
+      const Conv2d logits = Conv2d::load_with_bias(head, "cls_logits", {Channels, count, 1});
+      const Conv2d deltas = Conv2d::load_with_bias(head, "bbox_pred", {Channels, 4 * count, 1});
+      net.predictor_ = Conv2d::concatenate(logits, deltas);
+    } catch (const WeightError& error) {
+      throw WeightError(std::string(error.what()) + " (the RPN head predicts one anchor per aspect ratio; " +
+                        std::to_string(count) + " aspect ratios given)");
+    }
     return net;
   }
 
   const RpnParams& params() const { return params_; }
-  void set_params(RpnParams params) { params_ = std::move(params); }
+  // Thresholds and counts only: the anchors are the loaded head's (anchors()).
+  void set_params(const RpnParams& params) {
+    check_params(params);
+    params_ = params;
+  }
+  const AnchorParams& anchors() const { return anchors_; }
+  std::int64_t num_anchors() const { return num_anchors_; }
 
   // pyramid: P2..P6 of one image [1, C, H_l, W_l]; padded_*: the padded input's size (anchor
   // strides are padded size // grid size); image_*: the resized image's size (clip bounds).
   Proposals forward(const FeaturePyramid& pyramid, std::int64_t padded_height,
                     std::int64_t padded_width, std::int64_t image_height,
                     std::int64_t image_width) const {
-    if (params_.anchors.sizes.size() != FeaturePyramid::num_levels) {
-      fpn::detail::throw_argument_error("RegionProposalNetwork",
-                                        "need one anchor size per pyramid level (5), got " +
-                                            std::to_string(params_.anchors.sizes.size()));
+    if (padded_height < 1 || padded_width < 1 || image_height < 1 || image_width < 1 ||
+        image_height > padded_height || image_width > padded_width) {
+      fpn::detail::throw_argument_error(
+          "RegionProposalNetwork::forward",
+          "the image size must be >= 1 and within the padded size, got image " +
+              std::to_string(image_height) + "x" + std::to_string(image_width) + " in padded " +
+              std::to_string(padded_height) + "x" + std::to_string(padded_width));
     }
     std::vector<float> boxes;
     std::vector<float> scores;
@@ -101,10 +136,17 @@ class RegionProposalNetwork {
     const ops::BoxCoder coder{};
     for (std::size_t level = 0; level < FeaturePyramid::num_levels; ++level) {
       const Tensor<float>& feature = pyramid.levels[level];
-      if (feature.rank() != 4 || feature.dim(0) != 1 || feature.dim(1) != Channels) {
-        fpn::detail::throw_shape_error("RegionProposalNetwork", "each level",
-                                       "[1, " + std::to_string(Channels) + ", H, W]",
-                                       feature.shape().dims());
+      fpn::detail::check_single_image("RegionProposalNetwork::forward",
+                                      fpn::detail::numbered("P", static_cast<std::int64_t>(level) + FeaturePyramid::first_level),
+                                      feature.shape().dims(), Channels);
+      if (feature.dim(2) < 1 || feature.dim(3) < 1 || feature.dim(2) > padded_height ||
+          feature.dim(3) > padded_width) {
+        fpn::detail::throw_shape_error(
+            "RegionProposalNetwork::forward",
+            fpn::detail::numbered("P", static_cast<std::int64_t>(level) + FeaturePyramid::first_level),
+            "at least 1x1 and at most the padded image's " + std::to_string(padded_height) + "x" +
+                std::to_string(padded_width),
+            feature.shape().dims());
       }
       const std::int64_t height = feature.dim(2);
       const std::int64_t width = feature.dim(3);
@@ -129,7 +171,7 @@ class RegionProposalNetwork {
       }
       const auto top = detail::top_k_indices(logits.data(), static_cast<std::int64_t>(logits.size()),
                                              params_.pre_nms_top_n);
-      const Tensor<float> cell = cell_anchors(params_.anchors.sizes[level], params_.anchors.aspect_ratios);
+      const Tensor<float>& cell = cell_anchors_[level];
       const std::int64_t stride_height = padded_height / height;
       const std::int64_t stride_width = padded_width / width;
       const auto count = static_cast<std::int64_t>(top.size());
@@ -182,6 +224,8 @@ class RegionProposalNetwork {
   }
 
   RpnParams params_;
+  AnchorParams anchors_;
+  std::array<Tensor<float>, FeaturePyramid::num_levels> cell_anchors_;  // [A, 4] per level
   std::int64_t num_anchors_ = 3;
   Conv2d conv_;
   Conv2d predictor_;

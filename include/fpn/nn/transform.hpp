@@ -27,9 +27,10 @@
 #include <cmath>
 #include <cstdint>
 #include <string>
+#include <string_view>
 #include <vector>
 
-#include "fpn/core/detail/parallel.hpp"
+#include "fpn/core/thread_pool.hpp"
 #include "fpn/core/errors.hpp"
 #include "fpn/core/shape.hpp"
 #include "fpn/core/tensor.hpp"
@@ -52,7 +53,36 @@ struct TransformParams {
   // ImageNet statistics of RGB in [0, 1], as float32 (torch.as_tensor(..., dtype=float32)).
   std::array<float, 3> mean{0.485f, 0.456f, 0.406f};
   std::array<float, 3> stddev{0.229f, 0.224f, 0.225f};
+
+  // The largest min_size and max_size accepted: an 8192 x 8192 input already makes a 4 GB P2 at
+  // 256 channels, so a larger value is a mistake, not a wish.
+  static constexpr std::int64_t size_limit = 8192;
+  static constexpr std::int64_t size_divisible_limit = 1024;
 };
+
+// Throws ArgumentError naming the first field out of range ("TransformParams.min_size must be
+// an integer in [1, 8192], got 0"); name: how the caller knows these params.
+inline void check_params(const TransformParams& params, std::string_view name = "TransformParams") {
+  const std::string prefix(name);
+  fpn::detail::check_in_range(prefix + ".min_size", params.min_size, 1, TransformParams::size_limit);
+  fpn::detail::check_in_range(prefix + ".max_size", params.max_size, 1, TransformParams::size_limit);
+  fpn::detail::check_in_range(prefix + ".size_divisible", params.size_divisible, 1,
+                              TransformParams::size_divisible_limit);
+  for (std::size_t channel = 0; channel < 3; ++channel) {
+    // Appended, not "[" + ...: GCC 12 warns a false -Wrestrict on literal + std::string (bug 105651).
+    std::string index = "[";
+    index += std::to_string(channel);
+    index += "]";
+    if (!std::isfinite(params.mean[channel])) {
+      fpn::detail::throw_invalid_field(prefix + ".mean" + index, "a finite number",
+                                       fpn::detail::format_float(params.mean[channel]));
+    }
+    if (!(params.stddev[channel] > 0.0f) || !std::isfinite(params.stddev[channel])) {
+      fpn::detail::throw_invalid_field(prefix + ".stddev" + index, "a finite number > 0",
+                                       fpn::detail::format_float(params.stddev[channel]));
+    }
+  }
+}
 
 // The height and width an image is resized to (ImageList.image_sizes) before padding.
 struct ImageSize {
@@ -99,25 +129,6 @@ inline ImageSize resized_size(std::int64_t height, std::int64_t width,
 }
 
 namespace detail {
-
-inline void check_transform_params(const TransformParams& params) {
-  if (params.min_size < 1 || params.max_size < 1 || params.size_divisible < 1) {
-    fpn::detail::throw_argument_error(
-        "preprocess", "min_size, max_size and size_divisible must be >= 1, got " +
-                          std::to_string(params.min_size) + ", " + std::to_string(params.max_size) +
-                          " and " + std::to_string(params.size_divisible));
-  }
-  for (std::size_t channel = 0; channel < 3; ++channel) {
-    const float mean = params.mean[channel];
-    const float stddev = params.stddev[channel];
-    if (!std::isfinite(mean) || !std::isfinite(stddev) || stddev == 0.0f) {
-      fpn::detail::throw_argument_error(
-          "preprocess", "mean must be finite and stddev finite and non-zero, got mean " +
-                            std::to_string(mean) + " and stddev " + std::to_string(stddev) +
-                            " for channel " + std::to_string(channel));
-    }
-  }
-}
 
 // One output coordinate's two source taps along an axis, indices already clamped to the input.
 struct LinearTap {
@@ -189,10 +200,12 @@ Tensor<float> resize_and_pad(const FillRow& fill_row, ImageSize input, ImageSize
   const std::int64_t plane = padded.height * padded.width;
   float* const base = result.data();
 
-  FPN_OMP(omp parallel if (output.height * output.width > (1 << 15)))
-  {
+  // Bands of output rows on the pool; the band size does not depend on the thread count.
+  const std::int64_t band = output.height * output.width > (1 << 15) ? 32 : padded.height;
+  fpn::detail::parallel_for_chunks(padded.height, band, [&](std::int64_t first_row,
+                                                            std::int64_t end_row) {
     // Normalised source rows (3 channels each) in two slots: consecutive output rows mostly share
-    // their two source rows, and each thread takes a contiguous band of output rows.
+    // their two source rows, and each task takes a contiguous band of output rows.
     std::vector<float> rows(static_cast<std::size_t>(2 * 3 * in_width));
     std::array<std::int64_t, 2> slot_row{-1, -1};
     // The output row's four weights per column, float products widened to double.
@@ -213,8 +226,7 @@ Tensor<float> resize_and_pad(const FillRow& fill_row, ImageSize input, ImageSize
     const float* weight0 = columns.weight0.data();
     const float* weight1 = columns.weight1.data();
 
-    FPN_OMP(omp for schedule(static))
-    for (std::int64_t y = 0; y < padded.height; ++y) {
+    for (std::int64_t y = first_row; y < end_row; ++y) {
       if (y >= output.height) {
         for (std::int64_t channel = 0; channel < 3; ++channel) {
           std::fill_n(base + channel * plane + y * padded.width, padded.width, 0.0f);
@@ -244,7 +256,7 @@ Tensor<float> resize_and_pad(const FillRow& fill_row, ImageSize input, ImageSize
         std::fill(out + out_width, out + padded.width, 0.0f);
       }
     }
-  }
+  });
   return result;
 }
 
@@ -281,7 +293,7 @@ inline PreprocessedImage preprocess(ImageView image, const TransformParams& para
                                                         std::to_string(image.height) + "x" +
                                                         std::to_string(image.width) + " image");
   }
-  detail::check_transform_params(params);
+  check_params(params);
   (void)Shape{image.height, image.width, 3};  // throws ShapeError if the pixel count overflows
 
   // Every 8-bit value's normalised float per channel, computed with torch's roundings:
@@ -315,7 +327,7 @@ inline PreprocessedImage preprocess(TensorView<const float> image,
     fpn::detail::throw_argument_error("preprocess",
                                       "image data is null for shape " + image.shape().str());
   }
-  detail::check_transform_params(params);
+  check_params(params);
   const std::int64_t height = image.dim(1);
   const std::int64_t width = image.dim(2);
   const float* data = image.data();

@@ -8,9 +8,12 @@
 #include <cstdint>
 #include <cstdlib>
 #include <memory>
+#include <functional>
 #include <optional>
+#include <set>
 #include <string>
 #include <string_view>
+#include <vector>
 
 #include "fpn/core/errors.hpp"
 #include "fpn/core/tensor.hpp"
@@ -27,12 +30,25 @@ class WeightSource {
   virtual std::optional<std::string> metadata(const std::string& key) const = 0;
   // For messages: the file name, or what made the values.
   virtual std::string describe() const = 0;
+  // Every tensor name the source holds, for the strict-load check (WeightReader::unread); nullopt
+  // for a source that makes whatever is asked for.
+  virtual std::optional<std::vector<std::string>> names() const { return std::nullopt; }
+};
+
+// How a load treats tensors of the file that the architecture does not read.
+struct LoadOptions {
+  // false: any unread tensor is a WeightError naming them (a file of another depth or head, or a
+  // converter that wrote something fpn ignores). true: extras are skipped, e.g. to load the
+  // Faster R-CNN part of a Mask R-CNN file.
+  bool allow_unused = false;
 };
 
 // Reads a safetensors file that outlives the source.
 class SafeTensorsSource final : public WeightSource {
  public:
   explicit SafeTensorsSource(const io::SafeTensors& file) : file_(&file) {}
+  // A temporary would be destroyed before the first load.
+  explicit SafeTensorsSource(const io::SafeTensors&& file) = delete;
   Tensor<float> load(const std::string& name, const Shape& expected) const override {
     return file_->load_float(name, expected);
   }
@@ -43,6 +59,11 @@ class SafeTensorsSource final : public WeightSource {
     return std::nullopt;
   }
   std::string describe() const override { return "safetensors: '" + file_->source() + "'"; }
+  std::optional<std::vector<std::string>> names() const override {
+    std::vector<std::string> all;
+    for (const io::TensorInfo& tensor : file_->tensors()) all.push_back(tensor.name);
+    return all;
+  }
 
  private:
   const io::SafeTensors* file_;
@@ -88,6 +109,8 @@ class WeightReader {
   // `file` must outlive the reader and everything it loads from.
   explicit WeightReader(const io::SafeTensors& file)
       : WeightReader(std::make_shared<SafeTensorsSource>(file)) {}
+  // A temporary SafeTensors would be gone before the first load: open it into a variable.
+  explicit WeightReader(const io::SafeTensors&& file) = delete;
 
   explicit WeightReader(std::shared_ptr<const WeightSource> source, std::string prefix = "")
       : source_(std::move(source)), prefix_(std::move(prefix)) {
@@ -110,9 +133,43 @@ class WeightReader {
     return scoped;
   }
 
-  // prefix + name, which must have shape `expected`.
+  // prefix + name, which must have shape `expected`. The name is recorded as read (unread()).
   Tensor<float> load(std::string_view name, const Shape& expected) const {
-    return source_->load(prefix_ + std::string(name), expected);
+    std::string full = prefix_ + std::string(name);
+    Tensor<float> tensor = source_->load(full, expected);
+    read_->insert(std::move(full));
+    return tensor;
+  }
+
+  // The source's tensors under this reader's prefix that no reader sharing this one's record (it
+  // and its children, and their copies) has loaded, in the source's order; empty for a source
+  // without a name list.
+  std::vector<std::string> unread() const {
+    std::vector<std::string> result;
+    if (auto all = source_->names()) {
+      for (std::string& name : *all) {
+        if (name.starts_with(prefix_) && !read_->contains(name)) result.push_back(std::move(name));
+      }
+    }
+    return result;
+  }
+
+  // Throws WeightError when unread() is not empty, naming the first few: the end of a strict load.
+  // what: the model, for the message ("maskrcnn_resnet50_fpn").
+  void check_all_read(std::string_view what) const {
+    const std::vector<std::string> extra = unread();
+    if (extra.empty()) return;
+    constexpr std::size_t shown = 5;
+    std::string names;
+    for (std::size_t i = 0; i < extra.size() && i < shown; ++i) {
+      names += (i > 0 ? ", \"" : "\"") + extra[i] + "\"";
+    }
+    if (extra.size() > shown) names += ", ...";
+    throw WeightError(source_->describe() + ": " + std::to_string(extra.size()) + " tensor" +
+                      (extra.size() == 1 ? "" : "s") +
+                      (prefix_.empty() ? std::string() : " under \"" + prefix_ + "\"") + " not read by " +
+                      std::string(what) + " (" + names +
+                      "): weights of another architecture? (allow_unused skips them)");
   }
   bool contains(std::string_view name) const { return source_->contains(prefix_ + std::string(name)); }
 
@@ -125,6 +182,9 @@ class WeightReader {
  private:
   std::shared_ptr<const WeightSource> source_;
   std::string prefix_;
+  // Names loaded so far, shared with children so that the top-level load sees every read.
+  std::shared_ptr<std::set<std::string, std::less<>>> read_ =
+      std::make_shared<std::set<std::string, std::less<>>>();
   float batch_norm_eps_ = default_batch_norm_eps;
 };
 

@@ -11,14 +11,15 @@
 // to float rounding.
 #pragma once
 
-#include <Eigen/Core>
 #include <algorithm>
 #include <cstdint>
 #include <string>
 #include <type_traits>
 #include <vector>
 
-#include "fpn/core/detail/parallel.hpp"
+#include "fpn/core/detail/eigen.hpp"
+#include "fpn/core/detail/gemm.hpp"
+#include "fpn/core/thread_pool.hpp"
 #include "fpn/core/errors.hpp"
 #include "fpn/core/tensor.hpp"
 #include "fpn/ops/winograd.hpp"
@@ -71,8 +72,7 @@ void gather_patches(const T* image, std::int64_t channels, std::int64_t height, 
                     int kernel, int stride, int padding, std::int64_t output_width,
                     std::int64_t first, std::int64_t count, T* columns) {
   const std::int64_t rows = channels * kernel * kernel;
-  FPN_OMP(omp parallel for schedule(static) if (rows * count > (1 << 16)))
-  for (std::int64_t row = 0; row < rows; ++row) {
+  fpn::detail::parallel_for_if(rows * count > (1 << 16), rows, [&](std::int64_t row, int) {
     const std::int64_t kx = row % kernel;
     const std::int64_t ky = (row / kernel) % kernel;
     const std::int64_t channel = row / (kernel * kernel);
@@ -97,7 +97,7 @@ void gather_patches(const T* image, std::int64_t channels, std::int64_t height, 
       }
       index += ox_end - ox_begin;
     }
-  }
+  });
 }
 
 // out[c, :] = relu?(out[c, :] + bias[c]) over a block of columns of a [Cout, pixels] map.
@@ -114,6 +114,10 @@ inline bool winograd_applies(int kernel, Conv2dParams params) {
   return kernel == 3 && params.stride == 1 && params.padding == 1;
 }
 
+// With at least this many tiles, threads take whole tiles, each GEMM sequential; with fewer, the
+// tiles run in turn, each GEMM split across the threads. A size, not a thread count, decides.
+inline constexpr std::int64_t min_parallel_tiles = 4;
+
 // Whether Winograd beats im2col + GEMM: enough pixels to amortise the per-call filter transform,
 // and at least 16 channels each way (its 16 GEMMs have depth Cin and height Cout; no detector
 // layer is thinner, so thinner convs keep the im2col path they were tested on).
@@ -121,6 +125,22 @@ inline bool winograd_pays(std::int64_t batch, std::int64_t in_channels, std::int
                           std::int64_t height, std::int64_t width) {
   return in_channels >= winograd_min_channels && out_channels >= winograd_min_channels &&
          batch * height * width >= winograd_min_pixels;
+}
+
+// Runs compute_tile(index, scratch of scratch_size values, split) for every tile. With enough
+// tiles each thread takes whole tiles, its GEMMs sequential (split false): no barrier per tile.
+// Otherwise the few tiles run in turn, each GEMM split across the threads (split true).
+template <typename T, typename ComputeTile>
+void run_tiles(std::int64_t total_tiles, std::size_t scratch_size, const ComputeTile& compute_tile) {
+  if (total_tiles >= min_parallel_tiles) {
+    fpn::detail::SlotScratch<T> scratch(scratch_size);
+    fpn::detail::parallel_for(total_tiles, [&](std::int64_t index, int slot) {
+      compute_tile(index, scratch.get(slot), false);
+    });
+    return;
+  }
+  std::vector<T> scratch(scratch_size);
+  for (std::int64_t index = 0; index < total_tiles; ++index) compute_tile(index, scratch.data(), true);
 }
 
 // The convolution itself on raw, validated buffers; weights are [Cout, Cin * k * k] row-major.
@@ -166,8 +186,9 @@ void conv2d_into(const T* input, std::int64_t batch, std::int64_t in_channels, s
   const std::int64_t tiles_per_image = (pixels + tile - 1) / tile;
   const std::int64_t total_tiles = batch * tiles_per_image;
 
-  // One tile: its columns, one GEMM, the bias and ReLU while the output is in cache.
-  auto compute_tile = [&](std::int64_t index, T* columns) {
+  // One tile: its columns, one GEMM (split across the threads when `split`), the bias and ReLU
+  // while the output is in cache.
+  auto compute_tile = [&](std::int64_t index, T* columns, bool split) {
     const std::int64_t n = index / tiles_per_image;
     const std::int64_t first = (index % tiles_per_image) * tile;
     const std::int64_t count = std::min(tile, pixels - first);
@@ -176,11 +197,20 @@ void conv2d_into(const T* input, std::int64_t batch, std::int64_t in_channels, s
         output + n * out_channels * pixels + first, out_channels, count,
         Eigen::OuterStride<>(pixels));
     auto multiply = [&](const auto& right) {
+      if (split) {
+        fpn::detail::parallel_gemm(out_block, weight_matrix, right, accumulate,
+                                   [&](auto&& block, std::int64_t first_row, std::int64_t) {
+                                     bias_relu_epilogue(block, bias ? bias + first_row : nullptr,
+                                                        params.relu);
+                                   });
+        return;
+      }
       if (accumulate) {
         out_block.noalias() += weight_matrix * right;
       } else {
         out_block.noalias() = weight_matrix * right;
       }
+      bias_relu_epilogue(out_block, bias, params.relu);
     };
     if (pointwise) {
       multiply(Eigen::Map<const RowMajorMatrix<T>, 0, Eigen::OuterStride<>>(
@@ -190,24 +220,10 @@ void conv2d_into(const T* input, std::int64_t batch, std::int64_t in_channels, s
                      out_width, first, count, columns);
       multiply(Eigen::Map<const RowMajorMatrix<T>>(columns, depth, count));
     }
-    bias_relu_epilogue(out_block, bias, params.relu);
   };
   const auto columns_size = static_cast<std::size_t>(pointwise ? 0 : depth * tile);
 
-  // With enough tiles each thread takes whole tiles, its GEMMs single-threaded (Eigen runs
-  // sequentially inside a parallel region): no barrier per tile. Otherwise the few tiles run in
-  // turn, each GEMM (and gather) split across the threads.
-  const std::int64_t threads = fpn::detail::region_threads();
-  if (threads > 1 && total_tiles >= 2 * threads) {
-    FPN_OMP(omp parallel) {
-      std::vector<T> columns(columns_size);
-      FPN_OMP(omp for schedule(dynamic))
-      for (std::int64_t index = 0; index < total_tiles; ++index) compute_tile(index, columns.data());
-    }
-    return;
-  }
-  std::vector<T> columns(columns_size);
-  for (std::int64_t index = 0; index < total_tiles; ++index) compute_tile(index, columns.data());
+  run_tiles<T>(total_tiles, columns_size, compute_tile);
 }
 
 inline void check_conv_params(std::string_view where, Conv2dParams params) {
@@ -324,22 +340,25 @@ void conv2d_1x1_in_place(std::type_identity_t<TensorView<T>> map,
   const std::int64_t total_tiles = map.dim(0) * tiles_per_image;
   const Eigen::Map<const detail::RowMajorMatrix<T>> weight_matrix(weight.data(), channels, channels);
   const T* bias_data = has_bias ? bias.data() : nullptr;
-  FPN_OMP(omp parallel if (total_tiles > 1)) {
-    std::vector<T> buffer(static_cast<std::size_t>(channels * tile));
-    T* scratch = buffer.data();
-    FPN_OMP(omp for schedule(dynamic))
-    for (std::int64_t index = 0; index < total_tiles; ++index) {
-      const std::int64_t first = (index % tiles_per_image) * tile;
-      const std::int64_t count = std::min(tile, pixels - first);
-      T* image = map.data() + (index / tiles_per_image) * channels * pixels;
-      Eigen::Map<detail::RowMajorMatrix<T>, 0, Eigen::OuterStride<>> columns(
-          image + first, channels, count, Eigen::OuterStride<>(pixels));
-      Eigen::Map<detail::RowMajorMatrix<T>> result(scratch, channels, count);
+  auto compute_tile = [&](std::int64_t index, T* scratch, bool split) {
+    const std::int64_t first = (index % tiles_per_image) * tile;
+    const std::int64_t count = std::min(tile, pixels - first);
+    T* image = map.data() + (index / tiles_per_image) * channels * pixels;
+    Eigen::Map<detail::RowMajorMatrix<T>, 0, Eigen::OuterStride<>> columns(
+        image + first, channels, count, Eigen::OuterStride<>(pixels));
+    Eigen::Map<detail::RowMajorMatrix<T>> result(scratch, channels, count);
+    auto epilogue = [&](auto&& block, std::int64_t first_row, std::int64_t) {
+      detail::bias_relu_epilogue(block, bias_data ? bias_data + first_row : nullptr, relu);
+    };
+    if (split) {
+      fpn::detail::parallel_gemm(result, weight_matrix, columns, false, epilogue);
+    } else {
       result.noalias() = weight_matrix * columns;
-      detail::bias_relu_epilogue(result, bias_data, relu);
-      columns = result;
+      epilogue(result, 0, 0);
     }
-  }
+    columns = result;
+  };
+  detail::run_tiles<T>(total_tiles, static_cast<std::size_t>(channels * tile), compute_tile);
 }
 
 // Without bias.

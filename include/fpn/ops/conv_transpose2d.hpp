@@ -3,13 +3,14 @@
 // [Cout * k * k, Cin] x [Cin, H * W] followed by a scatter into the k-times larger map.
 #pragma once
 
-#include <Eigen/Core>
 #include <cstdint>
 #include <string>
 #include <type_traits>
 #include <vector>
 
+#include "fpn/core/detail/eigen.hpp"
 #include "fpn/core/errors.hpp"
+#include "fpn/core/thread_pool.hpp"
 #include "fpn/core/tensor.hpp"
 
 namespace fpn::ops {
@@ -48,12 +49,14 @@ Tensor<T> conv_transpose2d(std::type_identity_t<TensorView<const T>> input,
   using Matrix = Eigen::Matrix<T, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor>;
   // weight viewed as [Cin, Cout * k * k]; its transpose maps input channels to (cout, dy, dx).
   const Eigen::Map<const Matrix> weight_matrix(weight.data(), in_channels, taps);
-  Matrix products(taps, pixels);
   auto output = Tensor<T>::uninitialized(Shape{input.dim(0), out_channels, k * height, k * width});
   const std::int64_t out_width = k * width;
-  for (std::int64_t n = 0; n < input.dim(0); ++n) {
+  // One image per task (the mask head's batch of ROIs), each with its own product matrix.
+  fpn::detail::SlotScratch<T> scratch(static_cast<std::size_t>(taps * pixels));
+  fpn::detail::parallel_for(input.dim(0), [&](std::int64_t n, int slot) {
     const Eigen::Map<const Matrix> image(input.data() + n * in_channels * pixels, in_channels,
                                          pixels);
+    Eigen::Map<Matrix> products(scratch.get(slot), taps, pixels);
     products.noalias() = weight_matrix.transpose() * image;
     T* out = output.data() + n * out_channels * k * k * pixels;
     for (std::int64_t channel = 0; channel < out_channels; ++channel) {
@@ -73,7 +76,7 @@ Tensor<T> conv_transpose2d(std::type_identity_t<TensorView<const T>> input,
         }
       }
     }
-  }
+  });
   return output;
 }
 

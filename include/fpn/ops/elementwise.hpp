@@ -5,11 +5,16 @@
 #include <cstdint>
 #include <type_traits>
 
-#include "fpn/core/detail/parallel.hpp"
+#include "fpn/core/thread_pool.hpp"
 #include "fpn/core/errors.hpp"
 #include "fpn/core/tensor.hpp"
 
 namespace fpn::ops {
+
+namespace detail {
+// Elements per task: large enough that a task outweighs its scheduling.
+inline constexpr std::int64_t elementwise_grain = 1 << 16;
+}  // namespace detail
 
 // target += addend, in place. Shapes must be equal.
 template <typename T = float>
@@ -22,8 +27,9 @@ void add_inplace(std::type_identity_t<TensorView<T>> target,
   T* out = target.data();
   const T* in = addend.data();
   const std::int64_t count = target.numel();
-  FPN_OMP(omp parallel for simd schedule(static) if (count > (1 << 18)))
-  for (std::int64_t i = 0; i < count; ++i) out[i] += in[i];
+  fpn::detail::parallel_for_chunks(count, detail::elementwise_grain, [&](std::int64_t begin, std::int64_t end) {
+    for (std::int64_t i = begin; i < end; ++i) out[i] += in[i];
+  });
 }
 
 // returns lhs + rhs. Shapes must be equal.
@@ -45,8 +51,9 @@ template <typename T = float>
 void relu_inplace(std::type_identity_t<TensorView<T>> x) {
   T* data = x.data();
   const std::int64_t count = x.numel();
-  FPN_OMP(omp parallel for simd schedule(static) if (count > (1 << 18)))
-  for (std::int64_t i = 0; i < count; ++i) data[i] = std::max(data[i], T{0});
+  fpn::detail::parallel_for_chunks(count, detail::elementwise_grain, [&](std::int64_t begin, std::int64_t end) {
+    for (std::int64_t i = begin; i < end; ++i) data[i] = std::max(data[i], T{0});
+  });
 }
 
 template <typename T = float>

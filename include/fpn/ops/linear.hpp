@@ -2,11 +2,12 @@
 // head's TwoMLPHead and predictors.
 #pragma once
 
-#include <Eigen/Core>
 #include <cstdint>
 #include <string>
 #include <type_traits>
 
+#include "fpn/core/detail/eigen.hpp"
+#include "fpn/core/detail/gemm.hpp"
 #include "fpn/core/errors.hpp"
 #include "fpn/core/tensor.hpp"
 
@@ -33,11 +34,17 @@ Tensor<T> linear(std::type_identity_t<TensorView<const T>> input,
   Eigen::Map<Matrix> out(output.data(), input.dim(0), weight.dim(0));
   const Eigen::Map<const Matrix> x(input.data(), input.dim(0), input.dim(1));
   const Eigen::Map<const Matrix> w(weight.data(), weight.dim(0), weight.dim(1));
-  out.noalias() = x * w.transpose();
-  if (has_bias) {
-    out.rowwise() += Eigen::Map<const Eigen::Matrix<T, 1, Eigen::Dynamic>>(bias.data(), weight.dim(0));
-  }
-  if (relu) out = out.cwiseMax(T{0});
+  const T* bias_data = has_bias ? bias.data() : nullptr;
+  fpn::detail::parallel_gemm(
+      out, x, w.transpose(), false, [&](auto&& block, std::int64_t, std::int64_t first_column) {
+        for (Eigen::Index row = 0; row < block.rows(); ++row) {
+          auto line = block.row(row);
+          if (bias_data != nullptr) {
+            line += Eigen::Map<const Eigen::Matrix<T, 1, Eigen::Dynamic>>(bias_data + first_column, block.cols());
+          }
+          if (relu) line = line.cwiseMax(T{0});
+        }
+      });
   return output;
 }
 

@@ -8,7 +8,7 @@
 #include <string>
 #include <type_traits>
 
-#include "fpn/core/detail/parallel.hpp"
+#include "fpn/core/thread_pool.hpp"
 #include "fpn/core/errors.hpp"
 #include "fpn/core/tensor.hpp"
 
@@ -47,8 +47,7 @@ Tensor<T> max_pool2d(std::type_identity_t<TensorView<const T>> input, MaxPool2dP
   auto output =
       Tensor<T>::uninitialized(Shape{input.dim(0), input.dim(1), out_height, out_width});
   const std::int64_t planes = input.dim(0) * input.dim(1);
-  FPN_OMP(omp parallel for schedule(static) if (planes * out_height * out_width > (1 << 16)))
-  for (std::int64_t plane = 0; plane < planes; ++plane) {
+  fpn::detail::parallel_for_if(planes * out_height * out_width > (1 << 16), planes, [&](std::int64_t plane, int) {
     const T* in = input.data() + plane * height * width;
     T* out = output.data() + plane * out_height * out_width;
     for (std::int64_t oy = 0; oy < out_height; ++oy) {
@@ -70,7 +69,7 @@ Tensor<T> max_pool2d(std::type_identity_t<TensorView<const T>> input, MaxPool2dP
         out[oy * out_width + ox] = best;
       }
     }
-  }
+  });
   return output;
 }
 

@@ -13,7 +13,7 @@
 #include <type_traits>
 #include <vector>
 
-#include "fpn/core/detail/parallel.hpp"
+#include "fpn/core/thread_pool.hpp"
 #include "fpn/core/errors.hpp"
 #include "fpn/core/tensor.hpp"
 
@@ -152,8 +152,7 @@ Tensor<T> roi_align(std::type_identity_t<TensorView<const T>> features,
     return std::pair(rois[5 * a], rois[5 * a + 2]) < std::pair(rois[5 * b], rois[5 * b + 2]);
   });
 
-  FPN_OMP(omp parallel for schedule(dynamic))
-  for (std::int64_t index = 0; index < sizes.num_rois; ++index) {
+  fpn::detail::parallel_for(sizes.num_rois, [&](std::int64_t index, int) {
     const std::int64_t n = order[static_cast<std::size_t>(index)];
     const T* roi = rois + 5 * n;
     const auto batch_index = static_cast<std::int64_t>(roi[0]);
@@ -217,7 +216,7 @@ Tensor<T> roi_align(std::type_identity_t<TensorView<const T>> features,
         out[bin] = sum / count;
       }
     }
-  }
+  });
   return output;
 }
 

@@ -9,7 +9,7 @@
 #include <limits>
 #include <type_traits>
 
-#include "fpn/core/detail/parallel.hpp"
+#include "fpn/core/thread_pool.hpp"
 #include "fpn/core/errors.hpp"
 #include "fpn/core/tensor.hpp"
 #include "fpn/ops/roi_align.hpp"
@@ -38,8 +38,7 @@ Tensor<T> roi_pool(std::type_identity_t<TensorView<const T>> features,
   Tensor<T> output =
       Tensor<T>::uninitialized(Shape{sizes.num_rois, sizes.channels, output_height, output_width});
 
-  FPN_OMP(omp parallel for schedule(dynamic))
-  for (std::int64_t n = 0; n < sizes.num_rois; ++n) {
+  fpn::detail::parallel_for(sizes.num_rois, [&](std::int64_t n, int) {
     const T* roi = boxes.data() + 5 * n;
     const auto batch_index = static_cast<std::int64_t>(roi[0]);
     // Rounded half away from zero (std::round), as the kernel's round().
@@ -88,7 +87,7 @@ Tensor<T> roi_pool(std::type_identity_t<TensorView<const T>> features,
         }
       }
     }
-  }
+  });
   return output;
 }
 

@@ -10,7 +10,7 @@
 #include <type_traits>
 #include <vector>
 
-#include "fpn/core/detail/parallel.hpp"
+#include "fpn/core/thread_pool.hpp"
 #include "fpn/core/errors.hpp"
 #include "fpn/core/tensor.hpp"
 
@@ -43,8 +43,7 @@ void for_each_nearest(const T* in, std::int64_t planes, std::int64_t height, std
                       U* out, std::int64_t out_height, std::int64_t out_width, Apply apply) {
   const auto rows = nearest_source_indices(height, out_height);
   const auto cols = nearest_source_indices(width, out_width);
-  FPN_OMP(omp parallel for schedule(static) if (planes * out_height * out_width > (1 << 16)))
-  for (std::int64_t plane = 0; plane < planes; ++plane) {
+  fpn::detail::parallel_for_if(planes * out_height * out_width > (1 << 16), planes, [&](std::int64_t plane, int) {
     const T* source = in + plane * height * width;
     U* target = out + plane * out_height * out_width;
     for (std::int64_t y = 0; y < out_height; ++y) {
@@ -53,7 +52,7 @@ void for_each_nearest(const T* in, std::int64_t planes, std::int64_t height, std
         apply(*target++, line[cols[static_cast<std::size_t>(x)]]);
       }
     }
-  }
+  });
 }
 
 }  // namespace detail

@@ -19,13 +19,15 @@
 // a map of a few tiles, which is why conv2d keeps small maps on im2col.
 #pragma once
 
-#include <Eigen/Core>
 #include <algorithm>
 #include <cstdint>
 #include <limits>
+#include <memory>
 #include <vector>
 
-#include "fpn/core/detail/parallel.hpp"
+#include "fpn/core/detail/eigen.hpp"
+#include "fpn/core/detail/simd.hpp"
+#include "fpn/core/thread_pool.hpp"
 #include "fpn/core/tensor.hpp"
 
 namespace fpn::ops::detail {
@@ -36,18 +38,22 @@ inline constexpr std::int64_t winograd_block_budget_bytes = 4 << 20;
 inline constexpr std::int64_t winograd_min_block_tiles = 32;
 inline constexpr std::int64_t winograd_max_block_tiles = 512;
 
+// A map is cut into at least this many blocks when it has the tiles for them, whatever the thread
+// count (so that results do not depend on it).
+inline constexpr std::int64_t winograd_min_blocks = 4;
+
 // Tiles per block for the given channel counts and problem size: as many as fit the budget, but
-// few enough that every thread gets a block. (Splitting further only shrinks the GEMMs: on one
-// core a 13x19 map runs 1.25x slower in four blocks than in one.)
+// few enough that the map makes winograd_min_blocks blocks. (Splitting further only shrinks the
+// GEMMs: on one core a 13x19 map runs 1.25x slower in four blocks than in one.)
 template <typename T>
 std::int64_t winograd_block_tiles(std::int64_t in_channels, std::int64_t out_channels,
-                                  std::int64_t total_tiles, std::int64_t threads) {
+                                  std::int64_t total_tiles) {
   const std::int64_t per_tile = 16 * static_cast<std::int64_t>(sizeof(T)) *
                                 std::max<std::int64_t>({in_channels, out_channels, 1});
   const std::int64_t fits = std::clamp(winograd_block_budget_bytes / per_tile,
                                        winograd_min_block_tiles, winograd_max_block_tiles);
   const std::int64_t shared =
-      std::max(winograd_min_block_tiles, (total_tiles + threads - 1) / threads);
+      std::max(winograd_min_block_tiles, (total_tiles + winograd_min_blocks - 1) / winograd_min_blocks);
   return std::min(fits, shared);
 }
 
@@ -73,17 +79,16 @@ void winograd_transform_filter(const T* weights, std::int64_t out_channels,
   constexpr std::int64_t chunk = 256;
   const std::int64_t filters = out_channels * in_channels;
   const Eigen::Matrix<double, 16, 9> kron = winograd_filter_matrix();
-  Panel panel(16, chunk);
-  FPN_OMP(omp for schedule(static))
-  for (std::int64_t first = 0; first < filters; first += chunk) {
-    const std::int64_t count = std::min(chunk, filters - first);
+  fpn::detail::parallel_for_chunks(filters, chunk, [&](std::int64_t first, std::int64_t end) {
+    const std::int64_t count = end - first;
+    Panel panel(16, count);
     // Row-major [filters, 9] weights are a column-major [9, filters] matrix: one column a filter.
     const Eigen::Map<const Eigen::Matrix<T, 9, Eigen::Dynamic>> g(weights + first * 9, 9, count);
     auto block = panel.leftCols(count);
     block.noalias() = kron * g.template cast<double>();
     Eigen::Map<Eigen::Matrix<T, 16, Eigen::Dynamic, Eigen::RowMajor>, 0, Eigen::OuterStride<>>(
         transformed + first, 16, count, Eigen::OuterStride<>(filters)) = block.template cast<T>();
-  }
+  });
 }
 
 // Where the tiles [first, first + count) of a batch lie: runs of consecutive tiles that share an
@@ -130,7 +135,7 @@ void winograd_transform_input_run(const T* plane, std::int64_t height, std::int6
   for (std::int64_t p = std::max(valid_end, p_begin); p < p_end; ++p) {
     t0[p] = t1[p] = t2[p] = t3[p] = T{};
   }
-  FPN_OMP(omp simd)
+  FPN_VECTORIZE
   for (std::int64_t x = valid_begin - 1; x < valid_end - 1; ++x) {
     t0[x + 1] = rows[0][x] - rows[2][x];
     t1[x + 1] = rows[1][x] + rows[2][x];
@@ -145,7 +150,7 @@ void winograd_transform_input_run(const T* plane, std::int64_t height, std::int6
     T* v1 = transformed + (4 * i + 1) * plane_stride;
     T* v2 = transformed + (4 * i + 2) * plane_stride;
     T* v3 = transformed + (4 * i + 3) * plane_stride;
-    FPN_OMP(omp simd)
+    FPN_VECTORIZE
     for (std::int64_t j = 0; j < length; ++j) {
       const T a0 = line[2 * j], a1 = line[2 * j + 1], a2 = line[2 * j + 2], a3 = line[2 * j + 3];
       v0[j] = a0 - a2;
@@ -178,7 +183,7 @@ void winograd_transform_output_run(const T* products, std::int64_t plane_stride,
     y10 = std::max(r10 + r11 + r12 + bias, floor);
     y11 = std::max(r11 - r12 - r13 + bias, floor);
   };
-  FPN_OMP(omp simd)
+  FPN_VECTORIZE
   for (std::int64_t j = 0; j < full_tiles; ++j) {
     T y00, y01, y10, y11;
     tile(j, y00, y01, y10, y11);
@@ -293,24 +298,25 @@ void winograd_f2x3_into(const T* input, std::int64_t batch, std::int64_t in_chan
   const std::int64_t total_tiles = tiling.total_tiles();
   if (total_tiles == 0 || out_channels == 0) return;
   const std::int64_t block_tiles =
-      winograd_block_tiles<T>(in_channels, out_channels, total_tiles, fpn::detail::region_threads());
+      winograd_block_tiles<T>(in_channels, out_channels, total_tiles);
   const std::int64_t blocks = (total_tiles + block_tiles - 1) / block_tiles;
 
   auto filter = Tensor<T>::uninitialized(Shape{16, out_channels, in_channels});
   const std::vector<T> zeros(static_cast<std::size_t>(width), T{});
 
-  // Threads share the filter transform, then take whole blocks: one barrier per call, and a
-  // thread slowed down by another process leaves its blocks to the others.
-  FPN_OMP(omp parallel) {
-    winograd_transform_filter(weights, out_channels, in_channels, filter.data());
-    WinogradScratch<T> scratch(tiling, std::min(block_tiles, total_tiles));
-    FPN_OMP(omp for schedule(dynamic))
-    for (std::int64_t block = 0; block < blocks; ++block) {
-      const std::int64_t first = block * block_tiles;
-      winograd_block(tiling, input, filter.data(), bias, relu, zeros.data(), first,
-                     std::min(block_tiles, total_tiles - first), scratch, output);
-    }
-  }
+  // The filter transform, then whole blocks per task: a thread slowed down by another process
+  // leaves its blocks to the others.
+  winograd_transform_filter(weights, out_channels, in_channels, filter.data());
+  const std::int64_t scratch_tiles = std::min(block_tiles, total_tiles);
+  std::vector<std::unique_ptr<WinogradScratch<T>>> scratch(
+      static_cast<std::size_t>(fpn::current_threads()));
+  fpn::detail::parallel_for(blocks, [&](std::int64_t block, int slot) {
+    auto& mine = scratch[static_cast<std::size_t>(slot)];
+    if (!mine) mine = std::make_unique<WinogradScratch<T>>(tiling, scratch_tiles);
+    const std::int64_t first = block * block_tiles;
+    winograd_block(tiling, input, filter.data(), bias, relu, zeros.data(), first,
+                   std::min(block_tiles, total_tiles - first), *mine, output);
+  });
 }
 
 }  // namespace fpn::ops::detail

@@ -72,7 +72,7 @@ Tensor<float> boxes_for_level(const Level& map, std::int64_t count) {
 void register_size(std::int64_t height, std::int64_t width) {
   const std::string size = std::to_string(height) + "x" + std::to_string(width);
   for (int level = 2; level <= 6; ++level) {
-    const std::string p = "P" + std::to_string(level);
+    const std::string p = fpn::detail::numbered("P", level);
     benchmark::RegisterBenchmark(("rpn/" + size + "/" + p).c_str(), [=](benchmark::State& state) {
       static const auto conv = fpn::nn::Conv2d::load_with_bias(
           synthetic(), "rpn.head.conv.0.0", {channels, channels, 3, 1, 1, true});

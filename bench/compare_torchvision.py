@@ -31,7 +31,7 @@ import time
 HERE = os.path.dirname(os.path.abspath(__file__))
 TOOLS = os.path.join(HERE, "..", "tools")
 ARCHS = [f"{kind}_resnet{depth}_fpn" for kind in ("fasterrcnn", "maskrcnn")
-         for depth in (18, 34, 50, 101)]
+         for depth in (18, 34, 50, 101)] + ["fasterrcnn_resnet50_fpn_v2", "maskrcnn_resnet50_fpn_v2"]
 sys.path.insert(0, TOOLS)  # fpn_tools, for the seeded weights and images of the fixtures
 SEED = 4321
 CLASSIFIER_SCALE = 3.0  # as tools/fixtures/detector.py: ~100 detections per image

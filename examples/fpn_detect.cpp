@@ -103,7 +103,7 @@ struct Architecture {
 
 // torchvision's builder names (fasterrcnn_resnet50_fpn, ...), as tools/convert_torchvision.py
 // takes them and records them in the checkpoint's "arch" metadata, and the demo model's.
-constexpr std::array<Architecture, 9> architectures = {{
+constexpr std::array<Architecture, 11> architectures = {{
     {"fasterrcnn_resnet18_fpn", &load_detector<fpn::FasterRCNNResNet18FPN>},
     {"fasterrcnn_resnet34_fpn", &load_detector<fpn::FasterRCNNResNet34FPN>},
     {"fasterrcnn_resnet50_fpn", &load_detector<fpn::FasterRCNNResNet50FPN>},
@@ -112,6 +112,8 @@ constexpr std::array<Architecture, 9> architectures = {{
     {"maskrcnn_resnet34_fpn", &load_detector<fpn::MaskRCNNResNet34FPN>},
     {"maskrcnn_resnet50_fpn", &load_detector<fpn::MaskRCNNResNet50FPN>},
     {"maskrcnn_resnet101_fpn", &load_detector<fpn::MaskRCNNResNet101FPN>},
+    {"fasterrcnn_resnet50_fpn_v2", &load_detector<fpn::FasterRCNNResNet50FPNv2>},
+    {"maskrcnn_resnet50_fpn_v2", &load_detector<fpn::MaskRCNNResNet50FPNv2>},
     {demo_arch, &load_detector<fpn::MaskRCNNShapesDemo>},
 }};
 

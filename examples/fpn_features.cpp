@@ -41,10 +41,9 @@ struct Options {
 // Named output tensors, [1, C, H, W] each.
 using NamedTensors = std::vector<std::pair<std::string, Tensor<float>>>;
 
-template <int Depth>
+template <typename Backbone>
 NamedTensors extract(const fpn::io::SafeTensors& weights, const fpn::nn::PreprocessedImage& image,
                      bool stages) {
-  using Backbone = fpn::nn::ResNetFPN<Depth>;
   const Backbone backbone = Backbone::load(fpn::nn::WeightReader(weights));
   fpn::nn::StageOutputs outputs = backbone.body().forward(image.tensor);
   const fpn::nn::FeaturePyramid pyramid = backbone.neck().forward(outputs);
@@ -68,11 +67,13 @@ struct Architecture {
 };
 
 // torchvision's resnet_fpn_backbone names, as in the detectors' "<kind>_<backbone>" arch names.
-constexpr std::array<Architecture, 4> architectures = {{
-    {"resnet18_fpn", &extract<18>},
-    {"resnet34_fpn", &extract<34>},
-    {"resnet50_fpn", &extract<50>},
-    {"resnet101_fpn", &extract<101>},
+// resnet50_fpn_v2 is the backbone of torchvision's *_resnet50_fpn_v2 builders (BatchNorm FPN).
+constexpr std::array<Architecture, 5> architectures = {{
+    {"resnet18_fpn", &extract<fpn::nn::ResNetFPN<18>>},
+    {"resnet34_fpn", &extract<fpn::nn::ResNetFPN<34>>},
+    {"resnet50_fpn", &extract<fpn::nn::ResNetFPN<50>>},
+    {"resnet101_fpn", &extract<fpn::nn::ResNetFPN<101>>},
+    {"resnet50_fpn_v2", &extract<fpn::nn::ResNetFPNv2<50>>},
 }};
 
 std::vector<std::string> architecture_names() {

@@ -25,6 +25,10 @@ from fpn_tools import safetensors_io  # noqa: E402
 
 ARCHS = [f"{head}_resnet{depth}_fpn" for head in ("fasterrcnn", "maskrcnn")
          for depth in (18, 34, 50, 101)]
+# torchvision's v2 builders: BatchNorm2d in the backbone, the FPN and the heads (folded by fpn at
+# load, eps 1e-5), a two-conv RPN head and FastRCNNConvFCHead. Introduced in torchvision 0.13, so
+# they have no legacy names.
+V2_ARCHS = ["fasterrcnn_resnet50_fpn_v2", "maskrcnn_resnet50_fpn_v2"]
 
 # Blocks per ResNet stage (He et al. 2016, table 1); R18/R34 use BasicBlock, R50/R101 Bottleneck.
 _STAGE_BLOCKS = {18: (2, 2, 2, 2), 34: (3, 4, 6, 3), 50: (3, 4, 6, 3), 101: (3, 4, 23, 3)}
@@ -88,7 +92,8 @@ def parse_args(argv):
                     "torch.save, or a dict holding it under \"model\" or \"state_dict\") into "
                     "safetensors weights for fpn, keeping torchvision's parameter names.",
         epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--arch", required=True, choices=ARCHS, help="detector architecture")
+    parser.add_argument("--arch", required=True, choices=ARCHS + V2_ARCHS,
+                        help="detector architecture (torchvision's builder name)")
     parser.add_argument("input", help="torchvision checkpoint (.pth)")
     parser.add_argument("output", help="safetensors file to write (replaced atomically)")
     parser.add_argument("--frozen-bn-eps", type=_non_negative_float, default=1e-5, metavar="EPS",
@@ -179,9 +184,17 @@ def infer_num_classes(state):
 
 def expected_shapes(arch, num_classes):
     """{name: shape} of torchvision's own model for arch, built offline with random weights."""
+    from torchvision.models import detection
     from torchvision.models.detection import FasterRCNN, MaskRCNN
     from torchvision.models.detection.backbone_utils import resnet_fpn_backbone
 
+    if arch in V2_ARCHS:
+        # torchvision's own builder; its BatchNorm2d layers carry num_batches_tracked, training
+        # state that fpn does not read (dropped like a FrozenBatchNorm2d checkpoint's).
+        model = getattr(detection, arch)(weights=None, weights_backbone=None,
+                                         num_classes=num_classes)
+        return {name: tuple(tensor.shape) for name, tensor in model.state_dict().items()
+                if not _is_batch_counter(name)}
     head, depth, _ = arch.split("_")
     # FrozenBatchNorm2d (resnet_fpn_backbone's default) is what torchvision's detectors use; it
     # has no num_batches_tracked buffer, which a BatchNorm2d checkpoint may add and we drop.
@@ -202,7 +215,10 @@ def guess_arch(names):
     for depth, counts in _STAGE_BLOCKS.items():
         if tuple(blocks) == counts and bottleneck == (depth >= 50):
             masks = any(name.startswith("roi_heads.mask_") for name in names)
-            return f"{'maskrcnn' if masks else 'fasterrcnn'}_resnet{depth}_fpn"
+            # v2: FastRCNNConvFCHead's Sequential layers instead of TwoMLPHead's fc6/fc7.
+            v2 = any(name.startswith("roi_heads.box_head.0.") for name in names)
+            return (f"{'maskrcnn' if masks else 'fasterrcnn'}_resnet{depth}_fpn"
+                    + ("_v2" if v2 else ""))
     return None
 
 

@@ -1,11 +1,15 @@
 # Compile-fail tests, as in Eigen's failtest/: each tests/compile_fail/<case>.cpp is built twice,
 # as compile_fail_<case>_ok (must compile) and compile_fail_<case> with FPN_SHOULD_FAIL defined
 # (must not). The _ok twin proves that the failure comes from the FPN_SHOULD_FAIL lines and not
-# from a typo elsewhere. Both stay out of `all`; the tests build them. include()d from tests/.
+# from a typo elsewhere. A case may name, in a line "// error: <regex>", the message its failing
+# build must print. Both stay out of `all`; the tests build them. include()d from tests/.
 file(GLOB fpn_compile_fail_cases CONFIGURE_DEPENDS ${CMAKE_CURRENT_LIST_DIR}/*.cpp)
 
 foreach(case_source IN LISTS fpn_compile_fail_cases)
   get_filename_component(case ${case_source} NAME_WE)
+  # A "// error: <text>" line names the message the failing build must print (a regex).
+  file(STRINGS ${case_source} expected_error REGEX "^// error: ")
+  list(TRANSFORM expected_error REPLACE "^// error: " "")
   foreach(variant ok fail)
     set(target compile_fail_${case})
     if(variant STREQUAL "ok")
@@ -23,7 +27,14 @@ foreach(case_source IN LISTS fpn_compile_fail_cases)
     set_tests_properties(compile_fail.${case}.${variant} PROPERTIES
       LABELS compile_fail RESOURCE_LOCK fpn_build_tree TIMEOUT 300)
     if(variant STREQUAL "fail")
-      set_tests_properties(compile_fail.${case}.${variant} PROPERTIES WILL_FAIL TRUE)
+      if(expected_error)
+        # The build must fail with the readable message (a failed build that does not print it
+        # does not pass, nor does a successful one).
+        set_tests_properties(compile_fail.${case}.${variant} PROPERTIES
+          PASS_REGULAR_EXPRESSION "${expected_error}")
+      else()
+        set_tests_properties(compile_fail.${case}.${variant} PROPERTIES WILL_FAIL TRUE)
+      endif()
     endif()
   endforeach()
 endforeach()

@@ -200,6 +200,24 @@ void check_case(const std::string& name, std::size_t min_roi_detections = 50) {
   }
 }
 
+// The feature pyramid of a case whose fixture records it (the v2 cases: "feature.p2" .. "p6"),
+// to 1e-4 of each level's scale.
+template <typename Detector>
+void check_features(const std::string& name) {
+  const io::SafeTensors f = open_fixture("detector_" + name + ".safetensors");
+  const io::SafeTensors weights_file = open_fixture(f.metadata().at("weights"));
+  const auto backbone = Detector::backbone_type::load(nn::WeightReader(weights_file));
+  const Tensor<float> tensor = f.load_float("tensor");
+  const nn::FeaturePyramid pyramid = backbone.forward(tensor);
+  for (int level = 2; level <= 6; ++level) {
+    SCOPED_TRACE(fpn::detail::numbered("P", level));
+    const Tensor<float> reference = f.load_float(fpn::detail::numbered("feature.p", level));
+    EXPECT_TRUE(fpn::testing::tensors_close(pyramid.p(level), reference, 1e-4));
+    std::cout << "[ features  ] " << name << " P" << level << ": relative max error "
+              << fpn::testing::relative_max_error(pyramid.p(level), reference) << "\n";
+  }
+}
+
 TEST(Detectors, MaskRCNNResNet50LandscapeMatchesTorchvision) { check_case<MaskRCNNResNet50FPN>("mask_r50_landscape"); }
 TEST(Detectors, MaskRCNNResNet50PortraitMatchesTorchvision) { check_case<MaskRCNNResNet50FPN>("mask_r50_portrait"); }
 TEST(Detectors, MaskRCNNResNet50CocoSizeMatchesTorchvision) { check_case<MaskRCNNResNet50FPN>("mask_r50_coco_size"); }
@@ -209,6 +227,28 @@ TEST(Detectors, FasterRCNNResNet18MatchesTorchvision) { check_case<FasterRCNNRes
 TEST(Detectors, MaskRCNNResNet18MatchesTorchvision) { check_case<MaskRCNNResNet18FPN>("mask_r18_small"); }
 TEST(Detectors, MaskRCNNResNet34MatchesTorchvision) { check_case<MaskRCNNResNet34FPN>("mask_r34_small"); }
 TEST(Detectors, FasterRCNNResNet101MatchesTorchvision) { check_case<FasterRCNNResNet101FPN>("faster_r101_small"); }
+// torchvision's v2 builders: BatchNorm FPN and heads, two-conv RPN head, FastRCNNConvFCHead.
+// Named so that .ci/run's ASan job skips them with the other R50 cases.
+TEST(Detectors, MaskRCNNResNet50FPNv2LandscapeMatchesTorchvision) {
+  check_features<MaskRCNNResNet50FPNv2>("mask_r50_v2_landscape");
+  check_case<MaskRCNNResNet50FPNv2>("mask_r50_v2_landscape");
+}
+TEST(Detectors, MaskRCNNResNet50FPNv2PortraitMatchesTorchvision) {
+  check_features<MaskRCNNResNet50FPNv2>("mask_r50_v2_portrait");
+  check_case<MaskRCNNResNet50FPNv2>("mask_r50_v2_portrait");
+}
+TEST(Detectors, FasterRCNNResNet50FPNv2LandscapeMatchesTorchvision) {
+  check_features<FasterRCNNResNet50FPNv2>("faster_r50_v2_landscape");
+  check_case<FasterRCNNResNet50FPNv2>("faster_r50_v2_landscape");
+}
+TEST(Detectors, FasterRCNNResNet50FPNv2PortraitMatchesTorchvision) {
+  check_features<FasterRCNNResNet50FPNv2>("faster_r50_v2_portrait");
+  check_case<FasterRCNNResNet50FPNv2>("faster_r50_v2_portrait");
+}
+static_assert(MaskRCNNResNet50FPNv2::arch == "maskrcnn_resnet50_fpn_v2");
+static_assert(FasterRCNNResNet50FPNv2::arch == "fasterrcnn_resnet50_fpn_v2");
+static_assert(MaskRCNNResNet50FPN::arch == "maskrcnn_resnet50_fpn");
+
 // The bundled demo model (tools/train_demo.py), a narrow network of its own compile-time type, on
 // the bundled scene: what fpn_detect runs by default.
 TEST(Detectors, ShapesDemoMatchesTorchvision) { check_case<MaskRCNNShapesDemo>("demo_shapes", 3); }

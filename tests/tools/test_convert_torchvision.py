@@ -17,6 +17,7 @@ import unittest
 
 import numpy as np
 import torch
+from torchvision.models import detection
 from torchvision.models.detection import (FasterRCNN, MaskRCNN, fasterrcnn_resnet50_fpn,
                                           maskrcnn_resnet50_fpn)
 from torchvision.models.detection.backbone_utils import resnet_fpn_backbone
@@ -43,6 +44,11 @@ def seeded_state_dict(model, seed):
 
 
 def build_model(arch):
+    if arch.endswith("_v2"):
+        # torchvision's v2 builders: BatchNorm2d throughout (num_batches_tracked to drop), a
+        # two-conv RPN head, FastRCNNConvFCHead.
+        return getattr(detection, arch)(weights=None, weights_backbone=None,
+                                        num_classes=NUM_CLASSES)
     head, depth, _ = arch.split("_")
     if depth == "resnet50":
         # The public builders without pretrained weights use BatchNorm2d, so these checkpoints
@@ -93,7 +99,8 @@ class ConvertTorchvisionTest(unittest.TestCase):
         cls.states = {}
         cls.checkpoints = {}
         for seed, arch in enumerate(["fasterrcnn_resnet18_fpn", "maskrcnn_resnet18_fpn",
-                                     "fasterrcnn_resnet50_fpn", "maskrcnn_resnet50_fpn"]):
+                                     "fasterrcnn_resnet50_fpn", "maskrcnn_resnet50_fpn",
+                                     "fasterrcnn_resnet50_fpn_v2", "maskrcnn_resnet50_fpn_v2"]):
             cls.states[arch] = build_state_dict(arch, seed)
             cls.checkpoints[arch] = cls.path(f"{arch}.pth")
             torch.save(cls.states[arch], cls.checkpoints[arch])
@@ -291,6 +298,31 @@ class ConvertTorchvisionTest(unittest.TestCase):
             'missing: "backbone.body.layer1.0.conv3.weight" expected [256, 64, 1, 1]',
             "the checkpoint looks like --arch fasterrcnn_resnet18_fpn")
         self.assertFalse(os.path.exists(self.path("wrong_arch.safetensors")))
+
+    def test_v1_and_v2_checkpoints_are_told_apart(self):
+        for given, checkpoint_arch in [("maskrcnn_resnet50_fpn_v2", "maskrcnn_resnet50_fpn"),
+                                       ("fasterrcnn_resnet50_fpn", "fasterrcnn_resnet50_fpn_v2")]:
+            with self.subTest(given=given):
+                output = self.path(f"v1_v2_{given}.safetensors")
+                result = self.run_converter("--arch", given, self.checkpoints[checkpoint_arch],
+                                            output)
+                self.assert_fails(result, f"does not fit --arch {given}",
+                                  f"the checkpoint looks like --arch {checkpoint_arch}")
+                self.assertFalse(os.path.exists(output))
+
+    def test_v2_output_is_what_fpn_reads(self):
+        # Every BatchNorm2d of the v2 heads and FPN is kept (fpn folds them at load), and no
+        # num_batches_tracked: fpn's strict load reads every tensor of the file.
+        tensors, metadata = self.convert("maskrcnn_resnet50_fpn_v2",
+                                         self.checkpoints["maskrcnn_resnet50_fpn_v2"],
+                                         self.path("v2_names.safetensors"))
+        self.assertEqual(metadata["arch"], "maskrcnn_resnet50_fpn_v2")
+        self.assertFalse([name for name in tensors if name.endswith("num_batches_tracked")])
+        for name in ["backbone.fpn.inner_blocks.0.1.running_var", "rpn.head.conv.1.0.bias",
+                     "roi_heads.box_head.3.1.running_mean", "roi_heads.box_head.5.weight",
+                     "roi_heads.mask_head.3.1.weight"]:
+            self.assertIn(name, tensors)
+        self.assertEqual(tensors["roi_heads.box_head.5.weight"].shape, (1024, 256 * 7 * 7))
 
     def test_faster_rcnn_checkpoint_for_mask_rcnn_lists_the_missing_mask_head(self):
         result = self.run_converter("--arch", "maskrcnn_resnet18_fpn",

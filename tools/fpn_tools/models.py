@@ -15,19 +15,35 @@ from torchvision.ops.misc import FrozenBatchNorm2d
 
 ARCHES = [f"{kind}_resnet{depth}_fpn" for kind in ("fasterrcnn", "maskrcnn")
           for depth in (18, 34, 50, 101)]
+# torchvision's v2 builders (Li et al. 2021, "Benchmarking detection transfer learning with ViTs"):
+# BatchNorm2d in the backbone, the FPN, the box head (FastRCNNConvFCHead) and the mask head, and
+# a two-conv RPN head. Built by torchvision's own builder functions.
+V2_ARCHES = ["fasterrcnn_resnet50_fpn_v2", "maskrcnn_resnet50_fpn_v2"]
 
 
 def parse_arch(arch):
-    """'maskrcnn_resnet50_fpn' -> ('maskrcnn', 50)."""
-    if arch not in ARCHES:
-        raise ValueError(f"unknown arch {arch!r}, expected one of {', '.join(ARCHES)}")
-    kind, resnet, _ = arch.split("_")
+    """'maskrcnn_resnet50_fpn' -> ('maskrcnn', 50); 'maskrcnn_resnet50_fpn_v2' likewise."""
+    if arch not in ARCHES + V2_ARCHES:
+        raise ValueError(f"unknown arch {arch!r}, expected one of {', '.join(ARCHES + V2_ARCHES)}")
+    kind, resnet = arch.split("_")[:2]
     return kind, int(resnet[len("resnet"):])
+
+
+def is_v2(arch):
+    return arch in V2_ARCHES
 
 
 def build_detector(arch, num_classes=91, eps=1e-5, **kwargs):
     """An untrained torchvision detector exactly as the arch's published checkpoints lay out."""
     kind, depth = parse_arch(arch)
+    if is_v2(arch):
+        # weights=None builders use nn.BatchNorm2d (eps 1e-5) everywhere; eval mode folds it.
+        builder = getattr(torchvision.models.detection, arch)
+        model = builder(weights=None, weights_backbone=None, num_classes=num_classes, **kwargs)
+        for module in model.modules():
+            if isinstance(module, torch.nn.BatchNorm2d):
+                module.eps = eps
+        return model
     backbone = resnet_fpn_backbone(backbone_name=f"resnet{depth}", weights=None,
                                    norm_layer=FrozenBatchNorm2d, trainable_layers=5)
     for module in backbone.modules():
@@ -93,6 +109,54 @@ def calibrate(model, seed, calibration_image=None):
     return model
 
 
+@torch.no_grad()
+def calibrate_all(model, seed, calibration_image=None):
+    """calibrate for models with BatchNorm2d beyond the backbone (the v2 builders): every
+    BatchNorm2d (backbone, FPN, box head, mask head) gets the statistics of its input on one
+    image, the heads' on the RPN's proposals for it, so each stage's activations are of order
+    one however deep the heads are."""
+    torch.manual_seed(seed)
+    generator = torch.Generator().manual_seed(seed)
+    for name, parameter in model.named_parameters():
+        if name.endswith("bias"):
+            parameter.copy_(torch.randn(parameter.shape, generator=generator) * 0.1)
+    # torchvision initialises the RPN head's convs with std 0.01, under which two stacked 3x3
+    # convs shrink the features ~20x before the 1x1 predictors: objectness logits crowd the bias
+    # (near-ties). Kaiming scales keep the 3x3 convs' maps of order one; the 1x1 predictors keep
+    # std 0.01, so deltas stay small and boxes anchor-sized (large deltas make sub-pixel boxes).
+    for name, parameter in model.rpn.head.conv.named_parameters():
+        if name.endswith("weight"):
+            fan_in = parameter[0].numel()
+            parameter.copy_(torch.randn(parameter.shape, generator=generator) * (2.0 / fan_in) ** 0.5)
+    hooks = []
+
+    def set_statistics(module, inputs):
+        x = inputs[0]
+        channels = x.shape[1]
+        module.running_mean.copy_(x.mean(dim=(0, 2, 3)))
+        module.running_var.copy_(x.var(dim=(0, 2, 3), unbiased=False) + 1e-3)
+        module.weight.copy_(torch.rand(channels, generator=generator) * 0.5 + 0.5)
+        module.bias.copy_(torch.randn(channels, generator=generator) * 0.2)
+
+    for module in model.modules():
+        if isinstance(module, (FrozenBatchNorm2d, torch.nn.BatchNorm2d)):
+            hooks.append(module.register_forward_pre_hook(set_statistics))
+    if calibration_image is None:
+        calibration_image = synthetic_image(256, 320, seed + 1)
+    model.eval()
+    images, _ = model.transform([image_tensor(calibration_image)])
+    features = model.backbone(images.tensors)
+    proposals, _ = model.rpn(images, features)
+    heads = model.roi_heads
+    heads.box_head(heads.box_roi_pool(features, proposals, images.image_sizes))
+    if heads.has_mask():
+        heads.mask_head(heads.mask_roi_pool(features, [p[:200] for p in proposals],
+                                            images.image_sizes))
+    for hook in hooks:
+        hook.remove()
+    return model
+
+
 def state_dict_for_export(model):
     """torchvision's names and tensors, without BatchNorm's num_batches_tracked counters."""
     return {k: v.detach().float().contiguous() for k, v in model.state_dict().items()
@@ -115,7 +179,8 @@ def save_seeded_detector(arch, path, seed, eps=1e-5, classifier_scale=1.0):
         # torchvision draws the conv weights from torch's global generator, which Debian's torch
         # seeds differently in every process: without this, every run made other weights.
         torch.manual_seed(seed)
-        model = calibrate(build_detector(arch, eps=eps), seed)
+        model = build_detector(arch, eps=eps)
+        model = calibrate_all(model, seed) if is_v2(arch) else calibrate(model, seed)
         model.roi_heads.box_predictor.cls_score.weight.mul_(classifier_scale)
     from .safetensors_io import save_file
     save_file(state_dict_for_export(model), path, metadata=export_metadata(arch, eps, 91))

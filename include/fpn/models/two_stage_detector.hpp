@@ -28,6 +28,8 @@
 #include "fpn/io/safetensors.hpp"
 #include "fpn/models/detections.hpp"
 #include "fpn/nn/backbone.hpp"
+#include "fpn/nn/conv_fc_box_head.hpp"
+#include "fpn/nn/norm.hpp"
 #include "fpn/nn/poolers.hpp"
 #include "fpn/nn/roi_heads.hpp"
 #include "fpn/nn/rpn.hpp"
@@ -76,8 +78,15 @@ struct DetectorLoadOptions {
 // Marks a detector without a mask branch.
 struct NoMaskHead {};
 
+// The ROI heads' slots: a box head (nn::box_head: nn::BoxHead for v1's TwoMLPHead,
+// nn::ConvFCBoxHead for v2's FastRCNNConvFCHead) and an optional mask head.
 template <typename BoxHeadType, typename MaskHeadType = NoMaskHead>
 struct RoiHeads {
+  static_assert(nn::box_head<BoxHeadType>,
+                "RoiHeads: the box head must model nn::box_head (static pool_size, "
+                "static load(const WeightReader&, std::int64_t num_classes), num_classes(), "
+                "predict(pooled) -> {logits, deltas}, postprocess(...) -> BoxDetections), "
+                "e.g. nn::BoxHead<256> or nn::ConvFCBoxHead<256>");
   using box_head = BoxHeadType;
   using mask_head = MaskHeadType;
   static constexpr bool has_mask = !std::same_as<MaskHeadType, NoMaskHead>;
@@ -127,12 +136,33 @@ inline std::vector<std::string> metadata_class_names(const nn::WeightSource& sou
 
 }  // namespace detail
 
-template <backbone_with_fpn Backbone, typename Heads>
+// A region proposal network for a detector of backbone width `channels`.
+template <typename T>
+concept region_proposal_network =
+    requires(const nn::WeightReader& rpn, const T& net, const nn::FeaturePyramid& pyramid,
+             const nn::RpnParams& params, const nn::AnchorParams& anchors) {
+      { T::channels } -> std::convertible_to<std::int64_t>;
+      { T::load(rpn, params, anchors) } -> std::same_as<T>;
+      { net.forward(pyramid, std::int64_t{}, std::int64_t{}, std::int64_t{}, std::int64_t{}) }
+          -> std::same_as<nn::Proposals>;
+    };
+
+// Rpn: the proposal network, nn::RegionProposalNetwork<width, conv_depth>; v1's one-conv head
+// by default, the v2 builders' two-conv head is RegionProposalNetwork<256, 2>.
+template <backbone_with_fpn Backbone, typename Heads,
+          typename Rpn = nn::RegionProposalNetwork<static_cast<int>(Backbone::out_channels)>>
 class TwoStageDetector {
   static constexpr int channels = static_cast<int>(Backbone::out_channels);
+  static_assert(region_proposal_network<Rpn>,
+                "TwoStageDetector: Rpn must be a region proposal network such as "
+                "nn::RegionProposalNetwork<channels, conv_depth>");
+  static_assert(Rpn::channels == Backbone::out_channels,
+                "TwoStageDetector: the RPN's width must be the backbone's out_channels");
+  static_assert(Heads::box_head::pool_size >= 1, "TwoStageDetector: the box head's pool size must be positive");
 
  public:
   using backbone_type = Backbone;
+  using rpn_type = Rpn;
   static constexpr bool has_mask = Heads::has_mask;
 
   // torchvision's builder name of this detector ("maskrcnn_resnet50_fpn"), as the converter
@@ -389,7 +419,7 @@ class TwoStageDetector {
     detector.box_pooler_.set_pooling(detector.params_.box_pooling);
 
     detector.backbone_ = load_backbone(weights);
-    detector.rpn_ = nn::RegionProposalNetwork<channels>::load(weights.child("rpn"),
+    detector.rpn_ = Rpn::load(weights.child("rpn"),
                                                               detector.params_.rpn, options.anchors);
     const nn::WeightReader roi_heads = weights.child("roi_heads");
     detector.box_head_ = Heads::box_head::load(roi_heads, detector.num_classes_);
@@ -445,8 +475,8 @@ class TwoStageDetector {
   std::vector<std::string> class_names_;
   std::int64_t num_classes_ = 0;
   Backbone backbone_;
-  nn::RegionProposalNetwork<channels> rpn_;
-  nn::MultiScaleRoIAlign box_pooler_{7, 2};
+  Rpn rpn_;
+  nn::MultiScaleRoIAlign box_pooler_{Heads::box_head::pool_size, 2};
   nn::MultiScaleRoIAlign mask_pooler_{14, 2};
   typename Heads::box_head box_head_;
   [[no_unique_address]] std::conditional_t<has_mask, typename Heads::mask_head, NoMaskHead> mask_head_;
@@ -467,5 +497,23 @@ using MaskRCNNResNet18FPN = MaskRCNN<nn::ResNetFPN<18>>;
 using MaskRCNNResNet34FPN = MaskRCNN<nn::ResNetFPN<34>>;
 using MaskRCNNResNet50FPN = MaskRCNN<nn::ResNetFPN<50>>;
 using MaskRCNNResNet101FPN = MaskRCNN<nn::ResNetFPN<101>>;
+
+// torchvision's v2 builders (fasterrcnn_resnet50_fpn_v2, maskrcnn_resnet50_fpn_v2): BatchNorm2d
+// folded into the FPN's and the heads' convs (nn::FoldedBatchNorm), a two-conv RPN head and
+// FastRCNNConvFCHead (nn::ConvFCBoxHead) as the box head.
+template <typename Backbone>
+using FasterRCNNv2 = TwoStageDetector<
+    Backbone, RoiHeads<nn::ConvFCBoxHead<static_cast<int>(Backbone::out_channels)>>,
+    nn::RegionProposalNetwork<static_cast<int>(Backbone::out_channels), 2>>;
+
+template <typename Backbone>
+using MaskRCNNv2 = TwoStageDetector<
+    Backbone,
+    RoiHeads<nn::ConvFCBoxHead<static_cast<int>(Backbone::out_channels)>,
+             nn::MaskHead<static_cast<int>(Backbone::out_channels), 256, nn::FoldedBatchNorm>>,
+    nn::RegionProposalNetwork<static_cast<int>(Backbone::out_channels), 2>>;
+
+using FasterRCNNResNet50FPNv2 = FasterRCNNv2<nn::ResNetFPNv2<50>>;
+using MaskRCNNResNet50FPNv2 = MaskRCNNv2<nn::ResNetFPNv2<50>>;
 
 }  // namespace fpn

@@ -12,6 +12,7 @@
 #include "fpn/core/errors.hpp"
 #include "fpn/core/tensor.hpp"
 #include "fpn/nn/fpn.hpp"
+#include "fpn/nn/norm.hpp"
 #include "fpn/nn/resnet.hpp"
 #include "fpn/nn/weights.hpp"
 
@@ -150,9 +151,15 @@ template <> struct ResNetOfDepth<101> { using type = ResNet101; };
 template <int Depth>
 using ResNetFPN = BackboneWithFPN<typename ResNetOfDepth<Depth>::type, FPN<256>>;
 
+// torchvision's v2 backbone (fasterrcnn/maskrcnn_resnet50_fpn_v2): the same ResNet (BatchNorm2d
+// at eval folds as FrozenBatchNorm2d does) and an FPN whose convs carry BatchNorm2d.
+template <int Depth>
+using ResNetFPNv2 = BackboneWithFPN<typename ResNetOfDepth<Depth>::type, FPN<256, FoldedBatchNorm>>;
+
 template <> inline constexpr std::string_view backbone_arch<ResNetFPN<18>> = "resnet18_fpn";
 template <> inline constexpr std::string_view backbone_arch<ResNetFPN<34>> = "resnet34_fpn";
 template <> inline constexpr std::string_view backbone_arch<ResNetFPN<50>> = "resnet50_fpn";
 template <> inline constexpr std::string_view backbone_arch<ResNetFPN<101>> = "resnet101_fpn";
+template <> inline constexpr std::string_view backbone_arch<ResNetFPNv2<50>> = "resnet50_fpn_v2";
 
 }  // namespace fpn::nn

@@ -12,6 +12,7 @@
 #include "fpn/core/errors.hpp"
 #include "fpn/core/tensor.hpp"
 #include "fpn/nn/conv.hpp"
+#include "fpn/nn/norm.hpp"
 #include "fpn/nn/resnet.hpp"
 #include "fpn/nn/weights.hpp"
 #include "fpn/ops/max_pool2d.hpp"
@@ -29,22 +30,28 @@ struct FeaturePyramid {
   const Tensor<float>& p(int level) const { return levels[static_cast<std::size_t>(level - first_level)]; }
 };
 
-template <int OutChannels>
+// Norm: how each lateral and output conv block is loaded (nn/norm.hpp): BiasOnly for
+// torchvision's default FPN (v1 detectors), FoldedBatchNorm for norm_layer=BatchNorm2d (v2).
+template <int OutChannels, typename Norm = BiasOnly>
 class FPN {
   static_assert(OutChannels >= 1, "FPN: the output width must be positive");
+  static_assert(conv_norm<Norm>,
+                "FPN: Norm must be a norm policy (nn::conv_norm, e.g. nn::BiasOnly or "
+                "nn::FoldedBatchNorm) with a static Conv2d load(const WeightReader&, ConvSpec)");
 
  public:
   static constexpr std::int64_t out_channels = OutChannels;
+  using norm_type = Norm;
 
   // fpn: a reader scoped to "backbone.fpn."; in_channels: C2..C5 widths.
   static FPN load(const WeightReader& fpn, const std::array<std::int64_t, 4>& in_channels) {
     FPN net;
     for (std::size_t i = 0; i < 4; ++i) {
       const std::string index = std::to_string(i);
-      net.lateral_[i] = Conv2d::load_with_bias(fpn.child("inner_blocks." + index), "0",
-                                               {in_channels[i], out_channels, 1, 1, 0, false});
-      net.output_[i] = Conv2d::load_with_bias(fpn.child("layer_blocks." + index), "0",
-                                              {out_channels, out_channels, 3, 1, 1, false});
+      net.lateral_[i] = Norm::load(fpn.child("inner_blocks." + index),
+                                   {in_channels[i], out_channels, 1, 1, 0, false});
+      net.output_[i] = Norm::load(fpn.child("layer_blocks." + index),
+                                  {out_channels, out_channels, 3, 1, 1, false});
     }
     return net;
   }

@@ -8,10 +8,13 @@
 #pragma once
 
 #include <algorithm>
+#include <array>
+#include <concepts>
 #include <cmath>
 #include <cstdint>
 #include <string>
 #include <string_view>
+#include <utility>
 #include <vector>
 
 #include "fpn/core/errors.hpp"
@@ -19,6 +22,7 @@
 #include "fpn/models/detections.hpp"
 #include "fpn/nn/conv.hpp"
 #include "fpn/nn/fpn.hpp"
+#include "fpn/nn/norm.hpp"
 #include "fpn/nn/poolers.hpp"
 #include "fpn/nn/transform.hpp"
 #include "fpn/nn/weights.hpp"
@@ -90,62 +94,50 @@ inline Tensor<float> softmax_rows(const Tensor<float>& logits) {
 
 }  // namespace detail
 
-// TwoMLPHead + FastRCNNPredictor + postprocess_detections.
-template <int Channels, int Representation = 1024>
-class BoxHead {
+// FastRCNNPredictor (cls_score, bbox_pred) + postprocess_detections: the end of every box head.
+class BoxPredictor {
  public:
-  static constexpr std::int64_t pool_size = 7;
-
-  // roi_heads: a reader scoped to "roi_heads.".
-  static BoxHead load(const WeightReader& roi_heads, std::int64_t num_classes) {
-    BoxHead head;
-    head.num_classes_ = num_classes;
-    const std::int64_t in = Channels * pool_size * pool_size;
-    head.fc6_ = Linear::load(roi_heads, "box_head.fc6", in, Representation);
-    head.fc7_ = Linear::load(roi_heads, "box_head.fc7", Representation, Representation);
-    head.cls_score_ = Linear::load(roi_heads, "box_predictor.cls_score", Representation, num_classes);
-    head.bbox_pred_ = Linear::load(roi_heads, "box_predictor.bbox_pred", Representation, 4 * num_classes);
-    return head;
+  // roi_heads: a reader scoped to "roi_heads."; in_features: the box head's representation size.
+  static BoxPredictor load(const WeightReader& roi_heads, std::int64_t in_features,
+                           std::int64_t num_classes) {
+    BoxPredictor predictor;
+    predictor.num_classes_ = num_classes;
+    predictor.cls_score_ = Linear::load(roi_heads, "box_predictor.cls_score", in_features, num_classes);
+    predictor.bbox_pred_ = Linear::load(roi_heads, "box_predictor.bbox_pred", in_features, 4 * num_classes);
+    return predictor;
   }
 
   std::int64_t num_classes() const { return num_classes_; }
 
-  // pooled: [R, C, 7, 7] ROI features; returns class logits [R, K] and deltas [R, 4K].
-  std::pair<Tensor<float>, Tensor<float>> predict(const Tensor<float>& pooled) const {
-    if (pooled.rank() != 4 || pooled.dim(1) != Channels || pooled.dim(2) != pool_size ||
-        pooled.dim(3) != pool_size) {
-      fpn::detail::throw_shape_error("BoxHead::predict", "pooled",
-                                     "[R, " + std::to_string(Channels) + ", 7, 7]",
-                                     pooled.shape().dims());
-    }
-    const TensorView<const float> flat(pooled.data(), Shape{pooled.dim(0), pooled.numel() / std::max<std::int64_t>(pooled.dim(0), 1)});
-    const Tensor<float> x = fc7_.forward(fc6_.forward(flat, true), true);
+  // x: [R, in_features]; returns class logits [R, K] and deltas [R, 4K].
+  std::pair<Tensor<float>, Tensor<float>> forward(TensorView<const float> x) const {
     return {cls_score_.forward(x), bbox_pred_.forward(x)};
   }
 
   // proposals: [R, 4]; image_*: the resized image's size. Detections by decreasing score.
   BoxDetections postprocess(const Tensor<float>& logits, const Tensor<float>& deltas,
                             const Tensor<float>& proposals, std::int64_t image_height,
-                            std::int64_t image_width, const RoiHeadsParams& params) const {
+                            std::int64_t image_width, const RoiHeadsParams& params,
+                            std::string_view where = "BoxPredictor::postprocess") const {
     check_params(params);
     const std::int64_t count = proposals.rank() == 2 ? proposals.dim(0) : -1;
     const std::string rows = std::to_string(count);
     if (proposals.rank() != 2 || proposals.dim(1) != 4) {
-      fpn::detail::throw_shape_error("BoxHead::postprocess", "proposals", "[R, 4]",
+      fpn::detail::throw_shape_error(where, "proposals", "[R, 4]",
                                      proposals.shape().dims());
     }
     if (logits.rank() != 2 || logits.dim(0) != count || logits.dim(1) != num_classes_) {
-      fpn::detail::throw_shape_error("BoxHead::postprocess", "logits",
+      fpn::detail::throw_shape_error(where, "logits",
                                      "[" + rows + ", " + std::to_string(num_classes_) + "]",
                                      logits.shape().dims());
     }
     if (deltas.rank() != 2 || deltas.dim(0) != count || deltas.dim(1) != 4 * num_classes_) {
-      fpn::detail::throw_shape_error("BoxHead::postprocess", "deltas",
+      fpn::detail::throw_shape_error(where, "deltas",
                                      "[" + rows + ", " + std::to_string(4 * num_classes_) + "]",
                                      deltas.shape().dims());
     }
     if (image_height < 1 || image_width < 1) {
-      fpn::detail::throw_argument_error("BoxHead::postprocess",
+      fpn::detail::throw_argument_error(where,
                                         "the image size must be >= 1, got " +
                                             std::to_string(image_height) + "x" +
                                             std::to_string(image_width));
@@ -185,12 +177,77 @@ class BoxHead {
 
  private:
   std::int64_t num_classes_ = 0;
-  Linear fc6_, fc7_, cls_score_, bbox_pred_;
+  Linear cls_score_, bbox_pred_;
+};
+
+// What a detector needs of its box head (TwoStageDetector's Heads::box_head): the side of the
+// square ROI features it pools (7 for torchvision's heads), a load from "roi_heads.*" for a
+// number of classes, predict (pooled [R, C, pool_size, pool_size] -> logits [R, K], deltas
+// [R, 4K]) and postprocess (-> detections by decreasing score). BoxHead (TwoMLPHead, v1) and
+// ConvFCBoxHead (FastRCNNConvFCHead, v2) are two.
+template <typename T>
+concept box_head = requires(const WeightReader& roi_heads, const T& head, const Tensor<float>& pooled,
+                            const RoiHeadsParams& params) {
+  { T::pool_size } -> std::convertible_to<std::int64_t>;
+  { T::load(roi_heads, std::int64_t{}) } -> std::same_as<T>;
+  { head.num_classes() } -> std::same_as<std::int64_t>;
+  { head.predict(pooled) } -> std::same_as<std::pair<Tensor<float>, Tensor<float>>>;
+  { head.postprocess(pooled, pooled, pooled, std::int64_t{}, std::int64_t{}, params) } -> std::same_as<BoxDetections>;
+};
+
+// TwoMLPHead + FastRCNNPredictor + postprocess_detections.
+template <int Channels, int Representation = 1024>
+class BoxHead {
+ public:
+  static constexpr std::int64_t pool_size = 7;
+
+  // roi_heads: a reader scoped to "roi_heads.".
+  static BoxHead load(const WeightReader& roi_heads, std::int64_t num_classes) {
+    BoxHead head;
+    const std::int64_t in = Channels * pool_size * pool_size;
+    head.fc6_ = Linear::load(roi_heads, "box_head.fc6", in, Representation);
+    head.fc7_ = Linear::load(roi_heads, "box_head.fc7", Representation, Representation);
+    head.predictor_ = BoxPredictor::load(roi_heads, Representation, num_classes);
+    return head;
+  }
+
+  std::int64_t num_classes() const { return predictor_.num_classes(); }
+
+  // pooled: [R, C, 7, 7] ROI features; returns class logits [R, K] and deltas [R, 4K].
+  std::pair<Tensor<float>, Tensor<float>> predict(const Tensor<float>& pooled) const {
+    if (pooled.rank() != 4 || pooled.dim(1) != Channels || pooled.dim(2) != pool_size ||
+        pooled.dim(3) != pool_size) {
+      fpn::detail::throw_shape_error("BoxHead::predict", "pooled",
+                                     "[R, " + std::to_string(Channels) + ", 7, 7]",
+                                     pooled.shape().dims());
+    }
+    const TensorView<const float> flat(pooled.data(), Shape{pooled.dim(0), pooled.numel() / std::max<std::int64_t>(pooled.dim(0), 1)});
+    const Tensor<float> x = fc7_.forward(fc6_.forward(flat, true), true);
+    return predictor_.forward(x);
+  }
+
+  // proposals: [R, 4]; image_*: the resized image's size. Detections by decreasing score.
+  BoxDetections postprocess(const Tensor<float>& logits, const Tensor<float>& deltas,
+                            const Tensor<float>& proposals, std::int64_t image_height,
+                            std::int64_t image_width, const RoiHeadsParams& params) const {
+    return predictor_.postprocess(logits, deltas, proposals, image_height, image_width, params,
+                                  "BoxHead::postprocess");
+  }
+
+ private:
+  Linear fc6_, fc7_;
+  BoxPredictor predictor_;
 };
 
 // MaskRCNNHeads + MaskRCNNPredictor, evaluated only for the predicted class of each detection.
-template <int Channels, int MaskChannels = 256>
+// Norm: how the four 3x3 conv blocks ("mask_head.<i>") load (nn/norm.hpp): BiasOnly in the v1
+// detectors, FoldedBatchNorm in maskrcnn_resnet50_fpn_v2 (norm_layer=BatchNorm2d).
+template <int Channels, int MaskChannels = 256, typename Norm = BiasOnly>
 class MaskHead {
+  static_assert(conv_norm<Norm>,
+                "MaskHead: Norm must be a norm policy (nn::conv_norm, e.g. nn::BiasOnly or "
+                "nn::FoldedBatchNorm) with a static Conv2d load(const WeightReader&, ConvSpec)");
+
  public:
   static constexpr std::int64_t pool_size = 14;
 
@@ -198,8 +255,8 @@ class MaskHead {
     MaskHead head;
     std::int64_t in = Channels;
     for (std::size_t i = 0; i < head.convs_.size(); ++i) {
-      head.convs_[i] = Conv2d::load_with_bias(roi_heads.child("mask_head." + std::to_string(i)), "0",
-                                              {in, MaskChannels, 3, 1, 1, true});
+      head.convs_[i] = Norm::load(roi_heads.child(fpn::detail::numbered("mask_head.", static_cast<std::int64_t>(i))),
+                                  {in, MaskChannels, 3, 1, 1, true});
       in = MaskChannels;
     }
     const WeightReader predictor = roi_heads.child("mask_predictor");

@@ -1,6 +1,7 @@
 // The Region Proposal Network at inference, as torchvision 0.14's RegionProposalNetwork
 // (models/detection/rpn.py) in eval mode, for one image:
-//   head on every level: 3x3 conv + ReLU, then 1x1 objectness (A) and 1x1 deltas (4A);
+//   head on every level: ConvDepth 3x3 convs + ReLU (RPNHead's conv_depth: 1 in the v1
+//   detectors, 2 in the v2 builders), then 1x1 objectness (A) and 1x1 deltas (4A);
 //   per level the top pre_nms_top_n anchors by objectness logit; decode against the anchors;
 //   sigmoid; clip to the resized image; drop boxes under min_size; keep scores >= score_thresh;
 //   NMS per level; keep post_nms_top_n by score.
@@ -20,6 +21,7 @@
 #include "fpn/nn/anchors.hpp"
 #include "fpn/nn/conv.hpp"
 #include "fpn/nn/fpn.hpp"
+#include "fpn/nn/norm.hpp"
 #include "fpn/nn/weights.hpp"
 #include "fpn/ops/box_coder.hpp"
 #include "fpn/ops/boxes.hpp"
@@ -77,9 +79,15 @@ inline float sigmoid(float x) { return 1.0f / (1.0f + std::exp(-x)); }
 
 }  // namespace detail
 
-template <int Channels>
+template <int Channels, int ConvDepth = 1>
 class RegionProposalNetwork {
+  static_assert(Channels >= 1, "RegionProposalNetwork: the feature width must be positive");
+  static_assert(ConvDepth >= 1, "RegionProposalNetwork: the head needs at least one 3x3 conv (conv_depth >= 1)");
+
  public:
+  static constexpr std::int64_t channels = Channels;
+  static constexpr int conv_depth = ConvDepth;
+
   // rpn: a reader scoped to "rpn.". anchors: one size per pyramid level and the aspect ratios the
   // head was trained with (one objectness logit per ratio), fixed for the network's life.
   static RegionProposalNetwork load(const WeightReader& rpn, const RpnParams& params = {},
@@ -95,7 +103,11 @@ class RegionProposalNetwork {
       net.cell_anchors_[level] = cell_anchors(anchors.sizes[level], anchors.aspect_ratios);
     }
     const WeightReader head = rpn.child("head");
-    net.conv_ = Conv2d::load_with_bias(head, "conv.0.0", {Channels, Channels, 3, 1, 1, true});
+    // Conv2dNormActivation(norm_layer=None) blocks: "conv.<i>.0.{weight,bias}".
+    for (std::size_t i = 0; i < net.convs_.size(); ++i) {
+      net.convs_[i] = BiasOnly::load(head.child(fpn::detail::numbered("conv.", static_cast<std::int64_t>(i))),
+                                     {Channels, Channels, 3, 1, 1, true});
+    }
     // The objectness and delta 1x1 convs read the same map: one GEMM computes both.
     try {
       const Conv2d logits = Conv2d::load_with_bias(head, "cls_logits", {Channels, count, 1});
@@ -151,12 +163,25 @@ class RegionProposalNetwork {
       const std::int64_t height = feature.dim(2);
       const std::int64_t width = feature.dim(3);
       const std::int64_t pixels = height * width;
-      // The 3x3 conv's map goes straight into the 1x1 heads band by band: its full-size map (as
-      // large as P2) never exists.
+      // The last 3x3 conv's map goes straight into the 1x1 heads band by band: its full-size map
+      // (as large as P2) never exists. Earlier convs (conv_depth > 1) write whole maps, band by
+      // band, so their scratch stays bounded.
       Tensor<float> head = Tensor<float>::uninitialized(
           Shape{1, predictor_.spec().out_channels, height, width});
-      conv_.forward_bands(feature, [&](std::int64_t first, std::int64_t rows,
-                                       const Tensor<float>& band) {
+      Tensor<float> inner;
+      for (std::size_t i = 0; i + 1 < convs_.size(); ++i) {
+        Tensor<float> next = Tensor<float>::uninitialized(feature.shape());
+        const Tensor<float>& source = i == 0 ? feature : inner;
+        convs_[i].forward_bands(source,
+                                [&](std::int64_t first, std::int64_t rows, const Tensor<float>& band) {
+                                  store_band_rows(band, first, rows, next);
+                                });
+        inner = std::move(next);
+      }
+      const Tensor<float>& last_input = convs_.size() == 1 ? feature : inner;
+      convs_.back().forward_bands(last_input,
+                                  [&](std::int64_t first, std::int64_t rows,
+                                      const Tensor<float>& band) {
         store_band_rows(predictor_.forward(band), first, rows, head);
       });
       const float* logit_planes = head.data();                        // [A, H, W]
@@ -227,7 +252,7 @@ class RegionProposalNetwork {
   AnchorParams anchors_;
   std::array<Tensor<float>, FeaturePyramid::num_levels> cell_anchors_;  // [A, 4] per level
   std::int64_t num_anchors_ = 3;
-  Conv2d conv_;
+  std::array<Conv2d, ConvDepth> convs_;
   Conv2d predictor_;
 };
 

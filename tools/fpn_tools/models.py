@@ -79,6 +79,19 @@ def image_tensor(rgb):
     return torch.from_numpy(np.ascontiguousarray(rgb)).permute(2, 0, 1).float() / 255
 
 
+def _statistics_hook(generator):
+    """A forward pre-hook that gives a BatchNorm layer the statistics of its input (so its output
+    is of order one) and a random affine transform drawn from `generator`."""
+    def set_statistics(module, inputs):
+        x = inputs[0]
+        channels = x.shape[1]
+        module.running_mean.copy_(x.mean(dim=(0, 2, 3)))
+        module.running_var.copy_(x.var(dim=(0, 2, 3), unbiased=False) + 1e-3)
+        module.weight.copy_(torch.rand(channels, generator=generator) * 0.5 + 0.5)
+        module.bias.copy_(torch.randn(channels, generator=generator) * 0.2)
+    return set_statistics
+
+
 @torch.no_grad()
 def calibrate(model, seed, calibration_image=None):
     """Seeds every weight and sets FrozenBatchNorm2d statistics from one forward pass."""
@@ -88,14 +101,7 @@ def calibrate(model, seed, calibration_image=None):
         if name.endswith("bias"):
             parameter.copy_(torch.randn(parameter.shape, generator=generator) * 0.1)
     hooks = []
-
-    def set_statistics(module, inputs):
-        x = inputs[0]
-        channels = x.shape[1]
-        module.running_mean.copy_(x.mean(dim=(0, 2, 3)))
-        module.running_var.copy_(x.var(dim=(0, 2, 3), unbiased=False) + 1e-3)
-        module.weight.copy_(torch.rand(channels, generator=generator) * 0.5 + 0.5)
-        module.bias.copy_(torch.randn(channels, generator=generator) * 0.2)
+    set_statistics = _statistics_hook(generator)
 
     for module in model.modules():
         if isinstance(module, FrozenBatchNorm2d):
@@ -129,14 +135,7 @@ def calibrate_all(model, seed, calibration_image=None):
             fan_in = parameter[0].numel()
             parameter.copy_(torch.randn(parameter.shape, generator=generator) * (2.0 / fan_in) ** 0.5)
     hooks = []
-
-    def set_statistics(module, inputs):
-        x = inputs[0]
-        channels = x.shape[1]
-        module.running_mean.copy_(x.mean(dim=(0, 2, 3)))
-        module.running_var.copy_(x.var(dim=(0, 2, 3), unbiased=False) + 1e-3)
-        module.weight.copy_(torch.rand(channels, generator=generator) * 0.5 + 0.5)
-        module.bias.copy_(torch.randn(channels, generator=generator) * 0.2)
+    set_statistics = _statistics_hook(generator)
 
     for module in model.modules():
         if isinstance(module, (FrozenBatchNorm2d, torch.nn.BatchNorm2d)):

@@ -86,7 +86,7 @@ void register_all(std::int64_t height, std::int64_t width) {
   }
   add("P6", [](benchmark::State& state, Fixture<Depth>& f) {
     const Tensor<float> p5 = f.backbone.neck().output(3).forward(f.inners[3]);
-    for (auto _ : state) benchmark::DoNotOptimize(f.backbone.neck().extra_level(p5));
+    for (auto _ : state) benchmark::DoNotOptimize(fpn::nn::LastLevelMaxPool::forward(p5));
     report(state, 0);
   });
   add("backbone", [](benchmark::State& state, Fixture<Depth>& f) {

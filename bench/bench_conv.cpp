@@ -40,7 +40,7 @@ void register_shape(const ConvShape& shape) {
           for (float& v : input.span()) v = normal(random);
           for (float& v : weight.span()) v = normal(random) * 0.05f;
           for (float& v : bias.span()) v = normal(random);
-          const fpn::ops::Conv2dParams params{1, 1, true, algorithm};
+          const fpn::ops::Conv2dParams params{1, 1, fpn::ops::Activation::relu, algorithm};
           for (auto _ : state)
             benchmark::DoNotOptimize(fpn::ops::conv2d(input, weight, bias, params));
           const double flops = 2.0 * double(shape.out_channels * shape.in_channels * 9) *

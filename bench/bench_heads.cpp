@@ -75,7 +75,7 @@ void register_size(std::int64_t height, std::int64_t width) {
     const std::string p = fpn::detail::numbered("P", level);
     benchmark::RegisterBenchmark(("rpn/" + size + "/" + p).c_str(), [=](benchmark::State& state) {
       static const auto conv = fpn::nn::Conv2d::load_with_bias(
-          synthetic(), "rpn.head.conv.0.0", {channels, channels, 3, 1, 1, true});
+          synthetic(), "rpn.head.conv.0.0", {channels, channels, 3, 1, 1, fpn::ops::Activation::relu});
       static const auto predictor = fpn::nn::Conv2d::load_with_bias(
           synthetic(), "rpn.head.predictor", {channels, 5 * anchors, 1});
       const Level& map = level_map(height, width, level);

@@ -41,21 +41,35 @@ struct Options {
 // Named output tensors, [1, C, H, W] each.
 using NamedTensors = std::vector<std::pair<std::string, Tensor<float>>>;
 
+std::int64_t stride_log2(std::int64_t stride) {
+  std::int64_t log2 = 0;
+  while ((std::int64_t{1} << (log2 + 1)) <= stride) ++log2;
+  return log2;
+}
+
+// "p<log2 stride>" (p2..p6 for the R-CNN FPNs) when the strides are distinct, else torchvision's
+// key ("0", "1", "pool" of MobileNetV3-FPN, whose first two levels share stride 32).
+std::string level_name(const fpn::nn::FeaturePyramid& pyramid, std::size_t level) {
+  for (std::size_t other = 0; other < pyramid.size(); ++other) {
+    if (other != level && pyramid.strides[other] == pyramid.strides[level]) return pyramid.names[level];
+  }
+  return "p" + std::to_string(stride_log2(pyramid.strides[level]));
+}
+
 template <typename Backbone>
 NamedTensors extract(const fpn::io::SafeTensors& weights, const fpn::nn::PreprocessedImage& image,
                      bool stages) {
   const Backbone backbone = Backbone::load(fpn::nn::WeightReader(weights));
-  fpn::nn::StageOutputs outputs = backbone.body().forward(image.tensor);
+  std::vector<Tensor<float>> outputs = backbone.forward_stages(image.tensor);
   const fpn::nn::FeaturePyramid pyramid = backbone.neck().forward(outputs);
   NamedTensors tensors;
-  for (int level = fpn::nn::FeaturePyramid::first_level;
-       level < fpn::nn::FeaturePyramid::first_level + fpn::nn::FeaturePyramid::num_levels;
-       ++level) {
-    tensors.emplace_back("p" + std::to_string(level), pyramid.p(level));
+  for (std::size_t level = 0; level < pyramid.size(); ++level) {
+    tensors.emplace_back(level_name(pyramid, level), pyramid.levels[level]);
   }
   if (stages) {
     for (std::size_t stage = 0; stage < outputs.size(); ++stage) {
-      tensors.emplace_back("c" + std::to_string(stage + 2), std::move(outputs[stage]));
+      tensors.emplace_back("c" + std::to_string(stride_log2(Backbone::taken_strides[stage])),
+                           std::move(outputs[stage]));
     }
   }
   return tensors;

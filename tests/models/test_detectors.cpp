@@ -212,9 +212,9 @@ void check_features(const std::string& name) {
   for (int level = 2; level <= 6; ++level) {
     SCOPED_TRACE(fpn::detail::numbered("P", level));
     const Tensor<float> reference = f.load_float(fpn::detail::numbered("feature.p", level));
-    EXPECT_TRUE(fpn::testing::tensors_close(pyramid.p(level), reference, 1e-4));
+    EXPECT_TRUE(fpn::testing::tensors_close(pyramid.levels[static_cast<std::size_t>(level - 2)], reference, 1e-4));
     std::cout << "[ features  ] " << name << " P" << level << ": relative max error "
-              << fpn::testing::relative_max_error(pyramid.p(level), reference) << "\n";
+              << fpn::testing::relative_max_error(pyramid.levels[static_cast<std::size_t>(level - 2)], reference) << "\n";
   }
 }
 

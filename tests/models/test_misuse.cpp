@@ -181,33 +181,50 @@ concept has_rpn_anchors = requires(Params params) { params.rpn.anchors; };
 
 TEST(Misuse, AnchorsAreFixedAtLoadAndCheckedAgainstTheHead) {
   DetectorLoadOptions options;
-  options.anchors.aspect_ratios = {0.5f, 1.0f, 2.0f, 4.0f};
+  options.anchors = nn::AnchorParams{};
+  options.anchors->aspect_ratios = {0.5f, 1.0f, 2.0f, 4.0f};
   expect_error<WeightError>(
       [&] { (void)MaskRCNNShapesDemo::load(demo_path, options); },
       "safetensors: '" + demo_path +
           "': \"rpn.head.cls_logits.weight\" expected [4, 64, 1, 1], got [3, 64, 1, 1] (the RPN "
-          "head predicts one anchor per aspect ratio; 4 aspect ratios given)");
+          "head predicts one objectness per anchor of a cell; the anchors give 4)");
   options = {};
-  options.anchors.sizes = {32, 64};
+  options.anchors = nn::AnchorParams{{{32}, {64}}, {0.5f, 1.0f, 2.0f}};
   expect_error<ArgumentError>(
       [&] { (void)MaskRCNNShapesDemo::load(demo_path, options); },
-      "DetectorLoadOptions.anchors.sizes must be one size per pyramid level (5), got 2 sizes");
-  options = {};
-  options.anchors.sizes[2] = -128.0f;
+      "DetectorLoadOptions.anchors.sizes must be one list of sizes per pyramid level (5), got 2 "
+      "lists");
+  options.anchors = nn::AnchorParams{};
+  options.anchors->sizes[2] = {-128.0f};
   expect_error<ArgumentError>(
       [&] { (void)MaskRCNNShapesDemo::load(demo_path, options); },
-      "DetectorLoadOptions.anchors.sizes[2] must be a finite number > 0, got -128");
-  options = {};
-  options.anchors.aspect_ratios.clear();
+      "DetectorLoadOptions.anchors.sizes[2][0] must be a finite number > 0, got -128");
+  options.anchors = nn::AnchorParams{};
+  options.anchors->sizes[3] = {128.0f, 256.0f};
+  expect_error<ArgumentError>(
+      [&] { (void)MaskRCNNShapesDemo::load(demo_path, options); },
+      "DetectorLoadOptions.anchors.sizes[3] must be as many sizes as level 0 (1, at least 1: the "
+      "RPN head is shared across levels), got 2 sizes");
+  // Two sizes on every level make six anchors per cell, for a head trained with three.
+  options.anchors = nn::AnchorParams{{{16, 32}, {32, 64}, {64, 128}, {128, 256}, {256, 512}}, {0.5f, 1.0f, 2.0f}};
+  expect_error<WeightError>(
+      [&] { (void)MaskRCNNShapesDemo::load(demo_path, options); },
+      "safetensors: '" + demo_path +
+          "': \"rpn.head.cls_logits.weight\" expected [6, 64, 1, 1], got [3, 64, 1, 1] (the RPN "
+          "head predicts one objectness per anchor of a cell; the anchors give 6)");
+  options.anchors = nn::AnchorParams{};
+  options.anchors->aspect_ratios.clear();
   expect_error<ArgumentError>(
       [&] { (void)MaskRCNNShapesDemo::load(demo_path, options); },
       "DetectorLoadOptions.anchors.aspect_ratios must be at least one ratio, got none");
 
   // Other sizes with the head's three ratios load, and stay the detector's.
   options = {};
-  options.anchors.sizes = {16, 32, 64, 128, 256};
+  options.anchors = nn::AnchorParams{{{16}, {32}, {64}, {128}, {256}}, {0.5f, 1.0f, 2.0f}};
   const MaskRCNNShapesDemo detector = MaskRCNNShapesDemo::load(demo_path, options);
-  EXPECT_EQ(detector.anchors().sizes, options.anchors.sizes);
+  EXPECT_EQ(detector.anchors().sizes, options.anchors->sizes);
+  // Unset, they are the backbone's: torchvision's one size per level, 32 to 512.
+  EXPECT_EQ(demo().anchors().sizes, (std::vector<std::vector<float>>{{32}, {64}, {128}, {256}, {512}}));
   static_assert(!has_rpn_anchors<DetectorParams>, "the anchors are not a run-time parameter");
 }
 
@@ -235,7 +252,7 @@ TEST(Misuse, BatchesAreRefused) {
   EXPECT_EQ(stages[0].shape(), (Shape{2, 16, 16, 16}));
   expect_error<ShapeError>(
       [&] { (void)detector.backbone().neck().forward(stages); },
-      "FPN::forward: C2 must be [1, 16, H, W] (one image; run a batch image by image), got "
+      "FPN::forward: stage 0 must be [1, 16, H, W] (one image; run a batch image by image), got "
       "[2, 16, 16, 16]");
 
   nn::PreprocessedImage image{Tensor<float>(Shape{2, 3, 64, 64}), 64, 64, 64, 64};
@@ -245,9 +262,9 @@ TEST(Misuse, BatchesAreRefused) {
       "by image), got [2, 3, 64, 64]");
   nn::FeaturePyramid pyramid;
   for (std::size_t level = 0; level < 5; ++level) {
-    const std::int64_t side = 16 >> level;
-    pyramid.levels[level] = Tensor<float>(Shape{2, 64, std::max<std::int64_t>(side, 1),
-                                                std::max<std::int64_t>(side, 1)});
+    const std::int64_t side = std::max<std::int64_t>(16 >> level, 1);
+    pyramid.push_back(level < 4 ? std::to_string(level) : "pool", 4 << level,
+                      Tensor<float>(Shape{2, 64, side, side}));
   }
   expect_error<ShapeError>(
       [&] { (void)detector.propose(pyramid, image); },
@@ -256,11 +273,11 @@ TEST(Misuse, BatchesAreRefused) {
   image.tensor = Tensor<float>(Shape{1, 3, 64, 64});
   expect_error<ShapeError>(
       [&] { (void)detector.propose(pyramid, image); },
-      "RegionProposalNetwork::forward: P2 must be [1, 64, H, W] (one image; run a batch image by "
+      "RegionProposalNetwork::forward: level 0 must be [1, 64, H, W] (one image; run a batch image by "
       "image), got [2, 64, 16, 16]");
   expect_error<ShapeError>(
       [&] { (void)detector.detect_boxes(pyramid, Tensor<float>(Shape{1, 4}), image); },
-      "MultiScaleRoIAlign: P2 must be [1, 64, H, W] (one image; run a batch image by image), got "
+      "MultiScaleRoIAlign: level 0 must be [1, 64, H, W] (one image; run a batch image by image), got "
       "[2, 64, 16, 16]");
 }
 

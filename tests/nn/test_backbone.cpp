@@ -34,9 +34,9 @@ void check_case(const io::SafeTensors& expected) {
   for (int level = 2; level <= 6; ++level) {
     SCOPED_TRACE("P" + std::to_string(level));
     const Tensor<float> reference = expected.load_float("p" + std::to_string(level));
-    EXPECT_TRUE(tensors_close(pyramid.p(level), reference, feature_tolerance));
-    if (pyramid.p(level).shape() == reference.shape()) {
-      worst = std::max(worst, fpn::testing::relative_max_error(pyramid.p(level), reference));
+    EXPECT_TRUE(tensors_close(pyramid.levels[static_cast<std::size_t>(level - 2)], reference, feature_tolerance));
+    if (pyramid.levels[static_cast<std::size_t>(level - 2)].shape() == reference.shape()) {
+      worst = std::max(worst, fpn::testing::relative_max_error(pyramid.levels[static_cast<std::size_t>(level - 2)], reference));
     }
   }
   std::cout << "[ features ] " << expected.metadata().at("arch") << " "
@@ -66,6 +66,68 @@ INSTANTIATE_TEST_SUITE_P(Cases, BackboneMatchesTorchvision,
                          ::testing::Values("r18_landscape", "r18_portrait", "r18_eps0",
                                            "r34_small", "r50_landscape", "r50_portrait",
                                            "r50_coco_size", "r101_small"));
+
+// RetinaNet's necks: an FPN over C3..C5 (returned_layers [2, 3, 4]) with LastLevelP6P7 reading
+// P5 (v1, FCOS) or C5 (v2), against torchvision's _resnet_fpn_extractor on seeded weights: level
+// names, nominal strides and every map. Every tensor of the file is read.
+template <P6P7Source Source>
+void check_neck(const std::string& name) {
+  using Backbone = BackboneWithFPN<ResNet18, FPN<256, BiasOnly, LastLevelP6P7<Source>>, Stages<2, 3, 4>>;
+  static_assert(Backbone::num_levels == 5);
+  static_assert(Backbone::taken_channels == std::array<std::int64_t, 3>{128, 256, 512});
+  const auto& file = fixture("neck_" + name);
+  const Backbone backbone = Backbone::load(WeightReader(file));
+  const FeaturePyramid pyramid = backbone.forward(file.load_float("image"));
+  EXPECT_EQ(pyramid.names, (std::vector<std::string>{"0", "1", "2", "p6", "p7"}));
+  EXPECT_EQ(pyramid.strides, (std::vector<std::int64_t>{8, 16, 32, 64, 128}));
+  EXPECT_EQ(pyramid.describe_names(), file.metadata().at("levels") == "0,1,2,p6,p7"
+                                          ? "[0, 1, 2, p6, p7]"
+                                          : "torchvision's levels: " + file.metadata().at("levels"));
+  for (std::size_t level = 0; level < pyramid.size(); ++level) {
+    SCOPED_TRACE(name + " level " + pyramid.names[level]);
+    const Tensor<float> reference = file.load_float("level/" + pyramid.names[level]);
+    EXPECT_TRUE(tensors_close(pyramid.levels[level], reference, feature_tolerance));
+    EXPECT_EQ(&pyramid.at(pyramid.names[level]), &pyramid.levels[level]);
+  }
+}
+
+TEST(Necks, RetinaNetP6P7FromP5MatchesTorchvision) { check_neck<FromP5>("p6p7_from_p5"); }
+TEST(Necks, RetinaNetP6P7FromC5MatchesTorchvision) { check_neck<FromC5>("p6p7_from_c5"); }
+
+// The same stage maps through forward_stages and FPN::forward (the path fpn_features takes) give
+// the interleaved forward's pyramid, bit for bit.
+TEST(Necks, StageMapsThroughTheNeckEqualTheInterleavedForward) {
+  using Backbone = BackboneWithFPN<ResNet18, FPN<256, BiasOnly, LastLevelP6P7<FromC5>>, Stages<2, 3, 4>>;
+  const auto& file = fixture("neck_p6p7_from_c5");
+  const Backbone backbone = Backbone::load(WeightReader(file));
+  const Tensor<float> image = file.load_float("image");
+  const FeaturePyramid interleaved = backbone.forward(image);
+  const FeaturePyramid separate = backbone.neck().forward(backbone.forward_stages(image));
+  ASSERT_EQ(separate.names, interleaved.names);
+  for (std::size_t level = 0; level < separate.size(); ++level) {
+    EXPECT_TRUE(tensors_close(separate.levels[level], interleaved.levels[level], 0.0));
+  }
+  try {
+    (void)separate.at("pool");
+    FAIL();
+  } catch (const ArgumentError& error) {
+    EXPECT_STREQ(error.what(), "FeaturePyramid::at: no level named \"pool\"; the levels are [0, 1, 2, p6, p7]");
+  }
+}
+
+// A file for one neck does not load into another: P6 from C5 reads 512 channels, from P5 256.
+TEST(Necks, AnExtraLevelPolicyOfTheWrongSourceIsRefused) {
+  using FromP5Backbone = BackboneWithFPN<ResNet18, FPN<256, BiasOnly, LastLevelP6P7<FromP5>>, Stages<2, 3, 4>>;
+  const auto& file = fixture("neck_p6p7_from_c5");
+  try {
+    (void)FromP5Backbone::load(WeightReader(file));
+    FAIL();
+  } catch (const WeightError& error) {
+    EXPECT_NE(std::string(error.what()).find("\"backbone.fpn.extra_blocks.p6.weight\" expected [256, 256, 3, 3], got [256, 512, 3, 3]"),
+              std::string::npos)
+        << error.what();
+  }
+}
 
 TEST(Backbone, StageChannelsFollowTheBlockType) {
   static_assert(ResNet18::stage_channels == std::array<std::int64_t, 4>{64, 128, 256, 512});

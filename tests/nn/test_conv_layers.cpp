@@ -11,6 +11,8 @@
 #include "../support/fixtures.hpp"
 #include "fpn/io/safetensors.hpp"
 #include "fpn/nn/conv.hpp"
+#include "fpn/nn/group_norm.hpp"
+#include "fpn/nn/rpn.hpp"
 
 namespace fpn::nn {
 namespace {
@@ -30,11 +32,77 @@ const WeightReader& synthetic() {
   return reader;
 }
 
+// The GroupNorm norm policy loads torchvision's Conv2dNormActivation(norm_layer=GroupNorm) by
+// its names (a bias-free conv, the norm's affine map) and runs conv -> GroupNorm -> ReLU as it
+// does, on an input with a mean offset.
+TEST(GroupNormPolicy, MatchesTorchvisionsConvNormActivationBlock) {
+  const auto& file = fpn::testing::fixture("conv_group_norm");
+  const WeightReader reader(file);
+  const WeightReader scope = reader.child("block");
+  const ConvGroupNorm block = GroupNorm<8>::load(scope, {16, 32, 3, 1, 1, ops::Activation::relu});
+  scope.check_all_read("the block");  // the conv's weight and the norm's weight and bias
+  EXPECT_EQ(block.groups(), 8);
+  EXPECT_TRUE(tensors_close(block.forward(file.load_float("input")), file.load_float("output"), 1e-5));
+  static_assert(block_norm<GroupNorm<32>> && !conv_norm<GroupNorm<32>>,
+                "GroupNorm is a head's norm, not one the FPN's banded convs can take");
+  try {
+    (void)GroupNorm<5>::load(reader.child("block"), {16, 32, 3, 1, 1});
+    FAIL();
+  } catch (const ArgumentError& error) {
+    EXPECT_STREQ(error.what(), "ConvGroupNorm::load: the conv's 32 output channels must split into 5 groups");
+  }
+}
+
+// Two and three stacked 3x3 convs streamed row band by row band (the RPN head's convs, v2's
+// conv_depth 2) equal the convs applied to whole maps, for bands of 1 row, of 4, of uneven
+// remainders and of the whole map, on maps of 1, 2 and 23 rows: every output row arrives once,
+// in order.
+TEST(ConvRowStream, StackedConvsEqualTheWholeMapConvs) {
+  const Conv2d first = Conv2d::load_with_bias(synthetic(), "a", {16, 16, 3, 1, 1, ops::Activation::relu});
+  const Conv2d second = Conv2d::load_with_bias(synthetic(), "b", {16, 16, 3, 1, 1, ops::Activation::relu});
+  const Conv2d third = Conv2d::load_with_bias(synthetic(), "c", {16, 16, 3, 1, 1});
+  for (const std::int64_t height : {1, 2, 23}) {
+    const Tensor<float> input = random_map(Shape{1, 16, height, 19}, 5);
+    const Tensor<float> two = second.forward(first.forward(input));
+    const Tensor<float> three = third.forward(two);
+    for (const std::int64_t band_rows : {1, 4, 7, 23}) {
+      SCOPED_TRACE(::testing::Message() << "height " << height << ", bands of " << band_rows);
+      Tensor<float> streamed_two(two.shape()), streamed_three(three.shape());
+      std::int64_t expected_first = 0;
+      detail::ConvRowStream to_third(third, height);
+      to_third.set_output([&](std::int64_t row, std::int64_t rows, const Tensor<float>& band) {
+        EXPECT_EQ(row, expected_first);
+        expected_first += rows;
+        store_band_rows(band, row, rows, streamed_three);
+      });
+      detail::ConvRowStream to_second(second, height);
+      to_second.set_output([&](std::int64_t row, std::int64_t rows, const Tensor<float>& band) {
+        store_band_rows(band, row, rows, streamed_two);
+        to_third.push(row, rows, band);
+      });
+      first.forward_bands(input, [&](std::int64_t row, std::int64_t rows, const Tensor<float>& band) {
+        to_second.push(row, rows, band);
+      }, band_rows);
+      EXPECT_EQ(expected_first, height);
+      EXPECT_TRUE(tensors_close(streamed_two, two, 1e-5));
+      EXPECT_TRUE(tensors_close(streamed_three, three, 1e-5));
+    }
+  }
+  detail::ConvRowStream stream(first, 5);
+  stream.set_output([](std::int64_t, std::int64_t, const Tensor<float>&) {});
+  try {
+    stream.push(2, 1, random_map(Shape{1, 16, 3, 4}, 1));
+    FAIL();
+  } catch (const ArgumentError& error) {
+    EXPECT_STREQ(error.what(), "ConvRowStream::push: rows must arrive in order, 0 next of 5, got rows 2 .. 3");
+  }
+}
+
 // Bands of 5 rows over 23 rows (the last band 3 rows), an odd width, ReLU: the assembled bands
 // equal the whole-map conv (a band of 7 rows runs im2col, the whole map Winograd: equal to float
 // rounding), also when each band is written back over the rows it read.
 TEST(Conv2dBands, AssembleTheWholeMapConv) {
-  const Conv2d conv = Conv2d::load_with_bias(synthetic(), "conv", {16, 16, 3, 1, 1, true});
+  const Conv2d conv = Conv2d::load_with_bias(synthetic(), "conv", {16, 16, 3, 1, 1, ops::Activation::relu});
   const Tensor<float> input = random_map(Shape{1, 16, 23, 19}, 3);
   const Tensor<float> whole = conv.forward(input);
 
@@ -64,7 +132,7 @@ TEST(Conv2dBands, AssembleTheWholeMapConv) {
 }
 
 TEST(Conv2dInPlace, OneByOneEqualsForward) {
-  const Conv2d conv = Conv2d::load_with_bias(synthetic(), "lateral", {24, 24, 1, 1, 0, false});
+  const Conv2d conv = Conv2d::load_with_bias(synthetic(), "lateral", {24, 24, 1, 1, 0});
   Tensor<float> map = random_map(Shape{2, 24, 30, 17}, 4);
   const Tensor<float> expected = conv.forward(map);
   conv.forward_in_place(map);
@@ -75,7 +143,7 @@ TEST(Conv2dInPlace, OneByOneEqualsForward) {
 // cannot band (it used to be an FPN_ASSERT, compiled out in Release: a batch of two identical
 // images gave another P2 than one).
 TEST(Conv2dBands, RefuseBatchesAndOtherConvs) {
-  const Conv2d conv = Conv2d::load_with_bias(synthetic(), "conv", {16, 16, 3, 1, 1, false});
+  const Conv2d conv = Conv2d::load_with_bias(synthetic(), "conv", {16, 16, 3, 1, 1});
   const auto ignore = [](std::int64_t, std::int64_t, const Tensor<float>&) {};
   try {
     conv.forward_bands(Tensor<float>(Shape{2, 16, 8, 8}), ignore);
@@ -85,7 +153,7 @@ TEST(Conv2dBands, RefuseBatchesAndOtherConvs) {
                  "Conv2d::forward_bands: input must be [1, 16, H, W] (one image; run a batch "
                  "image by image), got [2, 16, 8, 8]");
   }
-  const Conv2d strided = Conv2d::load_with_bias(synthetic(), "strided", {16, 16, 3, 2, 1, false});
+  const Conv2d strided = Conv2d::load_with_bias(synthetic(), "strided", {16, 16, 3, 2, 1});
   try {
     strided.forward_bands(Tensor<float>(Shape{1, 16, 8, 8}), ignore);
     ADD_FAILURE();

@@ -33,7 +33,7 @@ TEST(MultiScaleRoIAlign, MaxPoolingModePoolsEachBoxFromItsLevel) {
   FeaturePyramid pyramid;
   const std::int64_t sizes[] = {64, 32, 16, 8, 4};
   for (std::size_t l = 0; l < 5; ++l) {
-    pyramid.levels[l] = Tensor<float>(Shape{1, 3, sizes[l], sizes[l]});
+    pyramid.push_back(l < 4 ? std::to_string(l) : "pool", 4 << l, Tensor<float>(Shape{1, 3, sizes[l], sizes[l]}));
     for (std::int64_t i = 0; i < pyramid.levels[l].numel(); ++i) {
       pyramid.levels[l].data()[i] = static_cast<float>((i * 37 + static_cast<std::int64_t>(l) * 11) % 101);
     }

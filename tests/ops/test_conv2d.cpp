@@ -27,7 +27,7 @@ TEST(Conv2d, MatchesTorchOnSeededShapes) {
     const auto weight = file.load_float(key + "weight");
     const auto params = file.load_float(key + "params");
     const Conv2dParams conv{static_cast<int>(params.at(0)), static_cast<int>(params.at(1)),
-                            params.at(2) != 0.0f};
+                            params.at(2) != 0.0f ? Activation::relu : Activation::identity};
     const Tensor<float> output =
         file.contains(key + "bias") ? conv2d(input, weight, file.load_float(key + "bias"), conv)
                                     : conv2d(input, weight, conv);
@@ -69,7 +69,7 @@ TEST(Conv2d, DoublePrecisionMatchesNaiveDefinitionWithManyTiles) {
   for (double& v : weight.span()) v = normal(random);
   for (const int stride : {1, 2}) {
     const auto expected = naive_conv(input, weight, stride, 1);
-    const auto actual = conv2d<double>(input, weight, Conv2dParams{stride, 1, false});
+    const auto actual = conv2d<double>(input, weight, Conv2dParams{stride, 1});
     ASSERT_EQ(actual.shape(), expected.shape());
     for (int64_t i = 0; i < expected.numel(); ++i) {
       ASSERT_NEAR(actual.data()[i], expected.data()[i], 1e-9) << "at " << i;
@@ -99,7 +99,7 @@ TEST(Conv2d, RejectsMismatchedShapesWithClearMessages) {
     EXPECT_STREQ(error.what(), "conv2d: input must be [N, C, H, W], got [3, 8, 8]");
   }
   try {
-    (void)conv2d(input, Tensor<float>(Shape{4, 3, 3, 3}), Conv2dParams{0, 1, false});
+    (void)conv2d(input, Tensor<float>(Shape{4, 3, 3, 3}), Conv2dParams{0, 1});
     FAIL();
   } catch (const ArgumentError& error) {
     EXPECT_STREQ(error.what(),
@@ -147,7 +147,10 @@ TEST(Conv2d, AddIntoAddsTheConvolutionToTheMapThenBiasAndRelu) {
       expected.data()[i] = c.relu ? std::max(sum, 0.0) : sum;
     }
     conv2d_add_into<double>(input, weight, bias,
-                            Conv2dParams{c.stride, c.padding, c.relu, c.algorithm}, output);
+                            Conv2dParams{c.stride, c.padding,
+                                         c.relu ? Activation::relu : Activation::identity,
+                                         c.algorithm},
+                            output);
     for (std::int64_t i = 0; i < expected.numel(); ++i) {
       ASSERT_NEAR(output.data()[i], expected.data()[i], 1e-9) << "at " << i;
     }
@@ -158,7 +161,7 @@ TEST(Conv2d, AddIntoRefusesAnOutputOfTheWrongShape) {
   Tensor<float> output(Shape{1, 4, 8, 7});
   try {
     conv2d_add_into<float>(Tensor<float>(Shape{1, 3, 8, 8}), Tensor<float>(Shape{4, 3, 3, 3}),
-                           Tensor<float>(), Conv2dParams{1, 1, false}, output);
+                           Tensor<float>(), Conv2dParams{1, 1}, output);
     FAIL();
   } catch (const ShapeError& error) {
     EXPECT_STREQ(error.what(), "conv2d_add_into: output must be [1, 4, 8, 8], got [1, 4, 8, 7]");
@@ -176,7 +179,7 @@ TEST(Conv2d, OneByOneInPlaceMatchesTheNaiveDefinition) {
     for (double& v : t->span()) v = normal(random);
   }
   const Tensor<double> conv = naive_conv(map, weight, 1, 0);
-  conv2d_1x1_in_place<double>(map, weight, bias, true);
+  conv2d_1x1_in_place<double>(map, weight, bias, Activation::relu);
   const std::int64_t plane = 61 * 37;
   for (std::int64_t i = 0; i < conv.numel(); ++i) {
     const double expected = std::max(conv.data()[i] + bias.data()[(i / plane) % 300], 0.0);
@@ -184,11 +187,63 @@ TEST(Conv2d, OneByOneInPlaceMatchesTheNaiveDefinition) {
   }
   try {
     Tensor<float> wide(Shape{1, 3, 4, 4});
-    conv2d_1x1_in_place<float>(wide, Tensor<float>(Shape{5, 3, 1, 1}), Tensor<float>(), false);
+    conv2d_1x1_in_place<float>(wide, Tensor<float>(Shape{5, 3, 1, 1}), Tensor<float>(),
+                               Activation::identity);
     FAIL();
   } catch (const ShapeError& error) {
     EXPECT_STREQ(error.what(), "conv2d_1x1_in_place: weight must be [3, 3, 1, 1], got [5, 3, 1, 1]");
   }
+}
+
+// Every activation epilogue, on the GEMM path (7x7 stride 2, 1x1) and on Winograd (3x3 stride 1),
+// equals the conv without activation followed by the activation's own definition, element by
+// element: the epilogue adds no rounding of its own.
+TEST(Conv2d, ActivationEpilogueEqualsTheActivationAfterTheConv) {
+  std::mt19937 random(21);
+  std::normal_distribution<float> normal(0.0f, 2.0f);
+  struct Case {
+    std::int64_t channels, height, width;
+    int kernel, stride, padding;
+    Conv2dAlgorithm algorithm;
+  };
+  for (const Case c : {Case{3, 17, 23, 7, 2, 3, Conv2dAlgorithm::im2col},
+                       Case{16, 9, 13, 1, 1, 0, Conv2dAlgorithm::im2col},
+                       Case{32, 19, 21, 3, 1, 1, Conv2dAlgorithm::winograd}}) {
+    Tensor<float> input(Shape{1, c.channels, c.height, c.width});
+    Tensor<float> weight(Shape{24, c.channels, c.kernel, c.kernel});
+    Tensor<float> bias(Shape{24});
+    for (Tensor<float>* t : {&input, &weight, &bias}) {
+      for (float& v : t->span()) v = normal(random);
+    }
+    const Tensor<float> plain =
+        conv2d(input, weight, bias, Conv2dParams{c.stride, c.padding, Activation::identity, c.algorithm});
+    for (const Activation activation : {Activation::relu, Activation::hardswish, Activation::hardsigmoid}) {
+      SCOPED_TRACE(std::string(activation_name(activation)) + " kernel " + std::to_string(c.kernel));
+      const Tensor<float> fused =
+          conv2d(input, weight, bias, Conv2dParams{c.stride, c.padding, activation, c.algorithm});
+      ASSERT_EQ(fused.shape(), plain.shape());
+      std::int64_t changed = 0;
+      for (std::int64_t i = 0; i < plain.numel(); ++i) {
+        ASSERT_EQ(fused.data()[i], activate(activation, plain.data()[i])) << "at " << i;
+        changed += fused.data()[i] != plain.data()[i];
+      }
+      EXPECT_GT(changed, plain.numel() / 4);  // the activation did act
+    }
+  }
+}
+
+// Hand-derived values of torch's formulas, at the kinks and away from them.
+TEST(Activation, MatchesTheDefinitionsAtTheKinks) {
+  EXPECT_EQ(activate(Activation::hardswish, -3.0f), 0.0f);
+  EXPECT_EQ(activate(Activation::hardswish, 3.0f), 3.0f);
+  EXPECT_EQ(activate(Activation::hardswish, 1.0f), 1.0f * 4.0f / 6.0f);
+  EXPECT_EQ(activate(Activation::hardswish, -1.5f), -1.5f * 1.5f / 6.0f);
+  EXPECT_EQ(activate(Activation::hardsigmoid, 0.0f), 0.5f);
+  EXPECT_EQ(activate(Activation::hardsigmoid, -4.0f), 0.0f);
+  EXPECT_EQ(activate(Activation::hardsigmoid, 4.0f), 1.0f);
+  EXPECT_EQ(activate(Activation::relu, -0.5f), 0.0f);
+  EXPECT_EQ(activate(Activation::identity, -0.5f), -0.5f);
+  EXPECT_FALSE(is_valid(static_cast<Activation>(7)));
 }
 
 }  // namespace

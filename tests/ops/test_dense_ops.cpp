@@ -14,17 +14,10 @@ namespace {
 using fpn::testing::fixture;
 using fpn::testing::tensors_close;
 
-// Calls check(key, file) for every case "<op>/<index>/" in the dense-op fixture.
+// Every case "<op>/<index>/" of the ops_dense fixture.
 template <typename Check>
 void for_each_case(const std::string& op, int minimum_cases, Check check) {
-  const auto& file = fixture("ops_dense");
-  const int cases = std::stoi(file.metadata().at(op));
-  ASSERT_GE(cases, minimum_cases);
-  for (int index = 0; index < cases; ++index) {
-    const std::string key = op + "/" + std::to_string(index) + "/";
-    SCOPED_TRACE(key);
-    check(key, file);
-  }
+  fpn::testing::for_each_case("ops_dense", op, minimum_cases, check);
 }
 
 TEST(MaxPool2d, MatchesTorch) {

@@ -13,6 +13,8 @@ namespace {
 using fpn::testing::fixture;
 using fpn::testing::tensors_close;
 
+Activation activation_of(bool relu) { return relu ? Activation::relu : Activation::identity; }
+
 // Winograd's transforms add a few roundings per output over im2col's; for unit-scale data the
 // result must stay within this of the exact convolution, relative to the output's largest value.
 constexpr double float_tolerance = 2e-6;
@@ -110,8 +112,8 @@ TEST(Winograd, FloatMatchesDoubleDefinitionOnSeededShapes) {
                  std::to_string(shape.out_channels) + (shape.bias ? " bias" : "") +
                  (shape.relu ? " relu" : ""));
     const Problem problem(shape, seed++);
-    const Conv2dParams winograd{1, 1, shape.relu, Conv2dAlgorithm::winograd};
-    const Conv2dParams im2col{1, 1, shape.relu, Conv2dAlgorithm::im2col};
+    const Conv2dParams winograd{1, 1, activation_of(shape.relu), Conv2dAlgorithm::winograd};
+    const Conv2dParams im2col{1, 1, activation_of(shape.relu), Conv2dAlgorithm::im2col};
     const Tensor<float> fast = conv2d(problem.input, problem.weight, problem.bias, winograd);
     const Tensor<float> reference = conv2d(problem.input, problem.weight, problem.bias, im2col);
     const double winograd_error = relative_error(fast, problem.expected);
@@ -131,7 +133,7 @@ TEST(Winograd, DoublePrecisionMatchesDefinition) {
     const Problem problem(shape, seed++);
     const Tensor<double> output = conv2d<double>(
         cast<double>(problem.input), cast<double>(problem.weight), cast<double>(problem.bias),
-        Conv2dParams{1, 1, shape.relu, Conv2dAlgorithm::winograd});
+        Conv2dParams{1, 1, activation_of(shape.relu), Conv2dAlgorithm::winograd});
     EXPECT_LE(relative_error(output, problem.expected), 1e-14);
   }
 }
@@ -147,7 +149,7 @@ TEST(Winograd, MatchesTorchFixtureConvs) {
     if (weight.dim(2) != 3 || params.at(0) != 1.0f || params.at(1) != 1.0f) continue;
     SCOPED_TRACE(key);
     const auto input = file.load_float(key + "input");
-    const Conv2dParams conv{1, 1, params.at(2) != 0.0f, Conv2dAlgorithm::winograd};
+    const Conv2dParams conv{1, 1, activation_of(params.at(2) != 0.0f), Conv2dAlgorithm::winograd};
     const Tensor<float> output = file.contains(key + "bias")
                                      ? conv2d(input, weight, file.load_float(key + "bias"), conv)
                                      : conv2d(input, weight, conv);
@@ -174,7 +176,7 @@ TEST(Winograd, AutomaticPicksWinogradOnlyWhereItPays) {
     EXPECT_EQ(pays, expect_winograd);
     const auto run = [&](Conv2dAlgorithm algorithm) {
       return conv2d(problem.input, problem.weight, problem.bias,
-                    Conv2dParams{1, 1, true, algorithm});
+                    Conv2dParams{1, 1, Activation::relu, algorithm});
     };
     const Tensor<float> automatic = run(Conv2dAlgorithm::automatic);
     const Tensor<float> chosen = run(pays ? Conv2dAlgorithm::winograd : Conv2dAlgorithm::im2col);
@@ -187,7 +189,7 @@ TEST(Winograd, RejectsConvsItCannotCompute) {
   const Tensor<float> input(Shape{1, 3, 8, 8});
   try {
     (void)conv2d(input, Tensor<float>(Shape{4, 3, 3, 3}),
-                 Conv2dParams{2, 1, false, Conv2dAlgorithm::winograd});
+                 Conv2dParams{2, 1, Activation::identity, Conv2dAlgorithm::winograd});
     FAIL();
   } catch (const ArgumentError& error) {
     EXPECT_STREQ(error.what(),
@@ -195,7 +197,7 @@ TEST(Winograd, RejectsConvsItCannotCompute) {
                  "kernel 3, stride 2 and padding 1");
   }
   EXPECT_THROW((void)conv2d(input, Tensor<float>(Shape{4, 3, 1, 1}),
-                            Conv2dParams{1, 0, false, Conv2dAlgorithm::winograd}),
+                            Conv2dParams{1, 0, Activation::identity, Conv2dAlgorithm::winograd}),
                ArgumentError);
 }
 

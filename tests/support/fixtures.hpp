@@ -24,6 +24,21 @@ inline const io::SafeTensors& fixture(const std::string& name) {
   return it->second;
 }
 
+// Calls check(key, file) for every case "<op>/<index>/" of fixture `name`, whose metadata `op`
+// holds the case count (the layout of the op fixtures: tools/fixtures/ops_*.py); at least
+// minimum_cases must be there.
+template <typename Check>
+void for_each_case(const std::string& name, const std::string& op, int minimum_cases, Check check) {
+  const auto& file = fixture(name);
+  const int cases = std::stoi(file.metadata().at(op));
+  ASSERT_GE(cases, minimum_cases);
+  for (int index = 0; index < cases; ++index) {
+    const std::string key = op + "/" + std::to_string(index) + "/";
+    SCOPED_TRACE(key);
+    check(key, file);
+  }
+}
+
 // max |actual - expected| / max(max |expected|, floor): the error relative to the tensor's scale,
 // as the project's fidelity criterion ("to 1e-4 relative") is stated.
 inline double relative_max_error(TensorView<const float> actual, TensorView<const float> expected,

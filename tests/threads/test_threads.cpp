@@ -167,25 +167,25 @@ TEST(ThreadCounts, ConvolutionsAreBitwiseEqual) {
   const Tensor<float> w3_small = random_tensor(Shape{256, 512, 3, 3}, 5, 0.02f);
   const Tensor<float> bias = random_tensor(Shape{48}, 6);
   expect_same_at_every_thread_count(
-      [&] { return ops::conv2d<float>(large, w3, bias, {1, 1, true}); });
+      [&] { return ops::conv2d<float>(large, w3, bias, {1, 1, ops::Activation::relu}); });
   expect_same_at_every_thread_count(
-      [&] { return ops::conv2d<float>(large, w3, bias, {2, 1, false}); });
+      [&] { return ops::conv2d<float>(large, w3, bias, {2, 1}); });
   expect_same_at_every_thread_count([&] { return ops::conv2d<float>(small, w1, ops::Conv2dParams{}); });
   expect_same_at_every_thread_count(
-      [&] { return ops::conv2d<float>(small, w3_small, {1, 1, false, ops::Conv2dAlgorithm::im2col}); });
+      [&] { return ops::conv2d<float>(small, w3_small, {1, 1, ops::Activation::identity, ops::Conv2dAlgorithm::im2col}); });
 }
 
 TEST(ThreadCounts, LinearTransposedConvAndRoiAlignAreBitwiseEqual) {
   const Tensor<float> x = random_tensor(Shape{200, 3136}, 7);
   const Tensor<float> w = random_tensor(Shape{1024, 3136}, 8, 0.02f);
   const Tensor<float> b = random_tensor(Shape{1024}, 9);
-  expect_same_at_every_thread_count([&] { return ops::linear<float>(x, w, b, true); });
+  expect_same_at_every_thread_count([&] { return ops::linear<float>(x, w, b, ops::Activation::relu); });
 
   const Tensor<float> maps = random_tensor(Shape{8, 64, 14, 14}, 10);
   const Tensor<float> up = random_tensor(Shape{64, 64, 2, 2}, 11, 0.1f);
   const Tensor<float> up_bias = random_tensor(Shape{64}, 12);
   expect_same_at_every_thread_count(
-      [&] { return ops::conv_transpose2d<float>(maps, up, up_bias, 2, true); });
+      [&] { return ops::conv_transpose2d<float>(maps, up, up_bias, 2, ops::Activation::relu); });
 
   const Tensor<float> features = random_tensor(Shape{1, 32, 40, 60}, 13);
   Tensor<float> boxes(Shape{50, 5});

@@ -29,6 +29,7 @@
 #include "fpn/models/detections.hpp"
 #include "fpn/nn/backbone.hpp"
 #include "fpn/nn/conv_fc_box_head.hpp"
+#include "fpn/nn/feature_pyramid.hpp"
 #include "fpn/nn/norm.hpp"
 #include "fpn/nn/poolers.hpp"
 #include "fpn/nn/roi_heads.hpp"
@@ -67,9 +68,10 @@ inline void check_params(const DetectorParams& params, std::string_view name = "
 struct DetectorLoadOptions {
   // Classes including background; 0: the file's "num_classes" metadata, else torchvision's 91.
   std::int64_t num_classes = 0;
-  // Anchor sizes (one per pyramid level) and aspect ratios (one per RPN head output): the head
-  // was trained with them, so they cannot change after load.
-  nn::AnchorParams anchors;
+  // Anchor sizes (a list per pyramid level) and aspect ratios: the RPN head was trained with
+  // them (one output per anchor of a cell), so they cannot change after load. Unset: the
+  // backbone's default_anchors(), torchvision's for that builder.
+  std::optional<nn::AnchorParams> anchors;
   // Tensors of the file that the detector does not read are an error unless this is set (e.g.
   // to run the Faster R-CNN part of a Mask R-CNN file).
   bool allow_unused = false;
@@ -79,22 +81,42 @@ struct DetectorLoadOptions {
 struct NoMaskHead {};
 
 // The ROI heads' slots: a box head (nn::box_head: nn::BoxHead for v1's TwoMLPHead,
-// nn::ConvFCBoxHead for v2's FastRCNNConvFCHead) and an optional mask head.
+// nn::ConvFCBoxHead for v2's FastRCNNConvFCHead) and an optional mask head (nn::mask_head:
+// nn::MaskHead). Both pool from the pyramid levels torchvision's MultiScaleRoIAlign defaults to,
+// "0".."3", at their own pool_size.
 template <typename BoxHeadType, typename MaskHeadType = NoMaskHead>
 struct RoiHeads {
   static_assert(nn::box_head<BoxHeadType>,
-                "RoiHeads: the box head must model nn::box_head (static pool_size, "
-                "static load(const WeightReader&, std::int64_t num_classes), num_classes(), "
-                "predict(pooled) -> {logits, deltas}, postprocess(...) -> BoxDetections), "
-                "e.g. nn::BoxHead<256> or nn::ConvFCBoxHead<256>");
+                "RoiHeads: the box head must model nn::box_head (static in_channels and "
+                "pool_size, static load(const WeightReader&, std::int64_t num_classes), "
+                "num_classes(), predict(pooled) -> {logits, deltas}, postprocess(...) -> "
+                "BoxDetections), e.g. nn::BoxHead<256> or nn::ConvFCBoxHead<256>");
+  static_assert(std::same_as<MaskHeadType, NoMaskHead> || nn::mask_head<MaskHeadType>,
+                "RoiHeads: the mask head must be NoMaskHead or model nn::mask_head (static "
+                "in_channels, pool_size and mask_size, static load(const WeightReader&, "
+                "std::int64_t num_classes), num_classes(), forward(pooled, labels) -> masks, "
+                "check_labels(where, labels)), e.g. nn::MaskHead<256>");
   using box_head = BoxHeadType;
   using mask_head = MaskHeadType;
   static constexpr bool has_mask = !std::same_as<MaskHeadType, NoMaskHead>;
 };
 
+// A detector's Heads slot: RoiHeads<...> or a type like it.
+template <typename T>
+concept roi_heads = requires {
+  typename T::box_head;
+  typename T::mask_head;
+  { T::has_mask } -> std::convertible_to<bool>;
+} && nn::box_head<typename T::box_head> &&
+    (!T::has_mask || nn::mask_head<typename T::mask_head>);
+
+// A backbone with its neck (nn::BackboneWithFPN): its width, its number of pyramid levels, its
+// default anchors, a load and a forward to the pyramid.
 template <typename T>
 concept backbone_with_fpn = requires(const nn::WeightReader& reader, const T& net, const Tensor<float>& image) {
   { T::out_channels } -> std::convertible_to<std::int64_t>;
+  { T::num_levels } -> std::convertible_to<std::size_t>;
+  { T::default_anchors() } -> std::same_as<nn::AnchorParams>;
   { T::load(reader) } -> std::same_as<T>;
   { net.forward(image) } -> std::same_as<nn::FeaturePyramid>;
 };
@@ -134,6 +156,16 @@ inline std::vector<std::string> metadata_class_names(const nn::WeightSource& sou
   return names;
 }
 
+// Whether a mask head, if there is one, pools features of `channels` channels.
+template <typename Heads>
+constexpr bool mask_width_agrees(std::int64_t channels) {
+  if constexpr (Heads::has_mask) {
+    return Heads::mask_head::in_channels == channels;
+  } else {
+    return true;
+  }
+}
+
 }  // namespace detail
 
 // A region proposal network for a detector of backbone width `channels`.
@@ -147,18 +179,48 @@ concept region_proposal_network =
           -> std::same_as<nn::Proposals>;
     };
 
+// What a torchvision builder fixes beyond the parts: its run-time defaults (its keyword
+// arguments: fasterrcnn_mobilenet_v3_large_320_fpn's min_size=320, rpn_score_thresh=0.05, ...)
+// and, when it is not "<fasterrcnn|maskrcnn>_" + the backbone's name, its own name.
+template <typename T>
+concept detector_builder = requires {
+  { T::params() } -> std::same_as<DetectorParams>;
+  { T::name } -> std::convertible_to<std::string_view>;
+};
+
+// torchvision's defaults (DetectorParams{}), and the name derived from the backbone's.
+struct DefaultBuilder {
+  static DetectorParams params() { return {}; }
+  static constexpr std::string_view name{};
+};
+
 // Rpn: the proposal network, nn::RegionProposalNetwork<width, conv_depth>; v1's one-conv head
-// by default, the v2 builders' two-conv head is RegionProposalNetwork<256, 2>.
-template <backbone_with_fpn Backbone, typename Heads,
-          typename Rpn = nn::RegionProposalNetwork<static_cast<int>(Backbone::out_channels)>>
+// by default, the v2 builders' two-conv head is RegionProposalNetwork<256, 2>. Builder: the
+// builder's defaults and name (fpn::detector_builder).
+template <typename Backbone, typename Heads,
+          typename Rpn = nn::RegionProposalNetwork<static_cast<int>(Backbone::out_channels)>,
+          typename Builder = DefaultBuilder>
 class TwoStageDetector {
-  static constexpr int channels = static_cast<int>(Backbone::out_channels);
+  static_assert(backbone_with_fpn<Backbone>,
+                "TwoStageDetector: Backbone must model fpn::backbone_with_fpn (out_channels, "
+                "num_levels, default_anchors(), load(reader), forward(image) -> FeaturePyramid), "
+                "e.g. nn::ResNetFPN<50> or nn::BackboneWithFPN<Body, Neck>");
+  static_assert(roi_heads<Heads>,
+                "TwoStageDetector: Heads must be fpn::RoiHeads<BoxHead, MaskHead> of a box head "
+                "(nn::box_head) and NoMaskHead or a mask head (nn::mask_head)");
   static_assert(region_proposal_network<Rpn>,
                 "TwoStageDetector: Rpn must be a region proposal network such as "
                 "nn::RegionProposalNetwork<channels, conv_depth>");
   static_assert(Rpn::channels == Backbone::out_channels,
                 "TwoStageDetector: the RPN's width must be the backbone's out_channels");
+  static_assert(Heads::box_head::in_channels == Backbone::out_channels,
+                "TwoStageDetector: the box head's in_channels must be the backbone's out_channels");
+  static_assert(detail::mask_width_agrees<Heads>(Backbone::out_channels),
+                "TwoStageDetector: the mask head's in_channels must be the backbone's out_channels");
   static_assert(Heads::box_head::pool_size >= 1, "TwoStageDetector: the box head's pool size must be positive");
+  static_assert(detector_builder<Builder>,
+                "TwoStageDetector: Builder must model fpn::detector_builder (static params() -> "
+                "DetectorParams, static name), e.g. fpn::DefaultBuilder");
 
  public:
   using backbone_type = Backbone;
@@ -184,8 +246,10 @@ class TwoStageDetector {
 
  public:
   static constexpr std::string_view arch =
-      backbone_arch.empty() ? std::string_view()
-                            : std::string_view(arch_text.data(), head_arch.size() + 1 + backbone_arch.size());
+      !std::string_view(Builder::name).empty() ? std::string_view(Builder::name)
+      : backbone_arch.empty()
+          ? std::string_view()
+          : std::string_view(arch_text.data(), head_arch.size() + 1 + backbone_arch.size());
 
   // Loads the weights with the model's default params: torchvision's, with the transform's
   // min_size and max_size from the file's metadata when it records them (the demo model's
@@ -331,7 +395,7 @@ class TwoStageDetector {
     check_sizes("predict_masks", image);
     mask_head_.check_labels("predict_masks", labels);
     const std::int64_t count = boxes.dim(0);
-    const std::int64_t side = 2 * Heads::mask_head::pool_size;
+    const std::int64_t side = Heads::mask_head::mask_size;
     Tensor<float> masks = Tensor<float>::uninitialized(Shape{count, side, side});
     for (std::int64_t first = 0; first < count; first += mask_chunk) {
       const std::int64_t rows = std::min(mask_chunk, count - first);
@@ -380,6 +444,14 @@ class TwoStageDetector {
  private:
   TwoStageDetector() = default;
 
+  static constexpr std::int64_t mask_pool_size() {
+    if constexpr (has_mask) {
+      return Heads::mask_head::pool_size;
+    } else {
+      return 1;  // unused
+    }
+  }
+
   static TwoStageDetector load_with(const nn::WeightReader& weights,
                                     const std::optional<DetectorParams>& given,
                                     const DetectorLoadOptions& options) {
@@ -393,8 +465,8 @@ class TwoStageDetector {
                           " (its \"arch\" metadata), not " + std::string(arch));
       }
     }
-    nn::check_params(options.anchors, nn::FeaturePyramid::num_levels,
-                     "DetectorLoadOptions.anchors");
+    const nn::AnchorParams anchors = options.anchors.value_or(Backbone::default_anchors());
+    nn::check_params(anchors, Backbone::num_levels, "DetectorLoadOptions.anchors");
     TwoStageDetector detector;
     detector.num_classes_ = options.num_classes;
     if (detector.num_classes_ <= 0) {
@@ -409,6 +481,8 @@ class TwoStageDetector {
                         " names, expected one per class (" +
                         std::to_string(detector.num_classes_) + ", background included)");
     }
+    detector.default_params_ = Builder::params();
+    check_params(detector.default_params_, "the builder's DetectorParams");
     nn::TransformParams& transform = detector.default_params_.transform;
     transform.min_size = detail::metadata_integer(source, "min_size", 1, nn::TransformParams::size_limit)
                              .value_or(transform.min_size);
@@ -419,8 +493,7 @@ class TwoStageDetector {
     detector.box_pooler_.set_pooling(detector.params_.box_pooling);
 
     detector.backbone_ = load_backbone(weights);
-    detector.rpn_ = Rpn::load(weights.child("rpn"),
-                                                              detector.params_.rpn, options.anchors);
+    detector.rpn_ = Rpn::load(weights.child("rpn"), detector.params_.rpn, anchors);
     const nn::WeightReader roi_heads = weights.child("roi_heads");
     detector.box_head_ = Heads::box_head::load(roi_heads, detector.num_classes_);
     if constexpr (has_mask) {
@@ -436,7 +509,7 @@ class TwoStageDetector {
   // its part (when it can be told so).
   static Backbone load_backbone(const nn::WeightReader& weights) {
     if constexpr (requires { Backbone::load(weights, nn::LoadOptions{}); }) {
-      return Backbone::load(weights, nn::LoadOptions{.allow_unused = true});
+      return Backbone::load(weights, nn::LoadOptions{.allow_unused = true, .check_arch = false});
     } else {
       return Backbone::load(weights);
     }
@@ -477,7 +550,7 @@ class TwoStageDetector {
   Backbone backbone_;
   Rpn rpn_;
   nn::MultiScaleRoIAlign box_pooler_{Heads::box_head::pool_size, 2};
-  nn::MultiScaleRoIAlign mask_pooler_{14, 2};
+  nn::MultiScaleRoIAlign mask_pooler_{mask_pool_size(), 2};
   typename Heads::box_head box_head_;
   [[no_unique_address]] std::conditional_t<has_mask, typename Heads::mask_head, NoMaskHead> mask_head_;
 };

@@ -1,5 +1,5 @@
 // Anchors exactly as torchvision's AnchorGenerator (models/detection/anchor_utils.py): per level
-// one size and the aspect ratios (h / w) 0.5, 1, 2. A cell's anchors are
+// its sizes and the aspect ratios (h / w), 0.5, 1, 2 by default. A cell's anchors are
 // round([-w, -h, w, h] / 2) with h = sqrt(r) * size, w = size / sqrt(r) in float32, and they are
 // shifted by (x * stride, y * stride) with no half-pixel offset. The order is (y, x, anchor),
 // which is the order of the RPN head's outputs after torchvision's permute_and_flatten.
@@ -18,22 +18,41 @@
 namespace fpn::nn {
 
 // The anchor geometry is part of the trained model (the RPN head predicts one objectness and one
-// set of deltas per aspect ratio), so it is given once, at load, and cannot change afterwards.
+// set of deltas per anchor of a cell), so it is given once, at load, and cannot change afterwards.
 struct AnchorParams {
-  // One anchor size per pyramid level P2..P6.
-  std::vector<float> sizes{32, 64, 128, 256, 512};
+  // The anchor sizes of each pyramid level, finest first: torchvision's sizes tuple of tuples.
+  // The R-CNN FPNs use one per level, ((32,), (64,), (128,), (256,), (512,)); MobileNetV3-FPN
+  // five on each of its three, ((32, 64, 128, 256, 512),) * 3.
+  std::vector<std::vector<float>> sizes{{32}, {64}, {128}, {256}, {512}};
+  // Height / width ratios, the same on every level (as in all of torchvision's builders).
   std::vector<float> aspect_ratios{0.5f, 1.0f, 2.0f};
+
+  // Anchors per cell: every size with every ratio.
+  std::int64_t per_cell() const {
+    return sizes.empty() ? 0 : static_cast<std::int64_t>(sizes.front().size() * aspect_ratios.size());
+  }
+
+  // One size per level, 32 doubling per level; ratios 0.5, 1, 2.
+  static AnchorParams one_size_per_level(std::size_t levels) {
+    AnchorParams params;
+    params.sizes.clear();
+    for (std::size_t level = 0; level < levels; ++level) {
+      params.sizes.push_back({static_cast<float>(32 << level)});
+    }
+    return params;
+  }
 };
 
-// Throws ArgumentError naming the first bad field: sizes and aspect ratios must be finite and > 0,
-// and there must be num_levels sizes and at least one ratio.
+// Throws ArgumentError naming the first bad field: num_levels lists of sizes, each as long as the
+// first (the RPN head is shared across levels, so every level has as many anchors per cell),
+// at least one ratio, and every size and ratio finite and > 0.
 inline void check_params(const AnchorParams& params, std::size_t num_levels,
                          std::string_view name = "AnchorParams") {
   const std::string prefix(name);
   if (params.sizes.size() != num_levels) {
     fpn::detail::throw_invalid_field(prefix + ".sizes",
-                                     "one size per pyramid level (" + std::to_string(num_levels) + ")",
-                                     std::to_string(params.sizes.size()) + " sizes");
+                                     "one list of sizes per pyramid level (" + std::to_string(num_levels) + ")",
+                                     std::to_string(params.sizes.size()) + " lists");
   }
   if (params.aspect_ratios.empty()) {
     fpn::detail::throw_invalid_field(prefix + ".aspect_ratios", "at least one ratio", "none");
@@ -46,26 +65,46 @@ inline void check_params(const AnchorParams& params, std::size_t num_levels,
       }
     }
   };
-  check_positive(prefix + ".sizes", params.sizes);
+  for (std::size_t level = 0; level < params.sizes.size(); ++level) {
+    const std::string field = prefix + ".sizes[" + std::to_string(level) + "]";
+    if (params.sizes[level].empty() || params.sizes[level].size() != params.sizes.front().size()) {
+      fpn::detail::throw_invalid_field(
+          field, "as many sizes as level 0 (" + std::to_string(params.sizes.front().size()) +
+                     ", at least 1: the RPN head is shared across levels)",
+          std::to_string(params.sizes[level].size()) + " sizes");
+    }
+    check_positive(field, params.sizes[level]);
+  }
   check_positive(prefix + ".aspect_ratios", params.aspect_ratios);
 }
 
-// returns [A, 4]: the anchors of one cell centred on the origin, ratio-major.
-inline Tensor<float> cell_anchors(float size, const std::vector<float>& aspect_ratios) {
-  const auto count = static_cast<std::int64_t>(aspect_ratios.size());
+// returns [A, 4]: the anchors of one cell centred on the origin, A = ratios x sizes, ratio-major
+// as torchvision's generate_anchors flattens (w_ratios[:, None] * scales[None, :]).view(-1).
+inline Tensor<float> cell_anchors(const std::vector<float>& sizes,
+                                  const std::vector<float>& aspect_ratios) {
+  const auto count = static_cast<std::int64_t>(aspect_ratios.size() * sizes.size());
   Tensor<float> anchors(Shape{count, 4});
-  for (std::int64_t i = 0; i < count; ++i) {
-    const float h_ratio = std::sqrt(aspect_ratios[static_cast<std::size_t>(i)]);
+  std::int64_t i = 0;
+  for (const float ratio : aspect_ratios) {
+    const float h_ratio = std::sqrt(ratio);
     const float w_ratio = 1.0f / h_ratio;
-    const float w = w_ratio * size;
-    const float h = h_ratio * size;
-    // torch.round rounds half to even, as nearbyint does in the default rounding mode.
-    anchors.at(i, 0) = std::nearbyint(-w / 2.0f);
-    anchors.at(i, 1) = std::nearbyint(-h / 2.0f);
-    anchors.at(i, 2) = std::nearbyint(w / 2.0f);
-    anchors.at(i, 3) = std::nearbyint(h / 2.0f);
+    for (const float size : sizes) {
+      const float w = w_ratio * size;
+      const float h = h_ratio * size;
+      // torch.round rounds half to even, as nearbyint does in the default rounding mode.
+      anchors.at(i, 0) = std::nearbyint(-w / 2.0f);
+      anchors.at(i, 1) = std::nearbyint(-h / 2.0f);
+      anchors.at(i, 2) = std::nearbyint(w / 2.0f);
+      anchors.at(i, 3) = std::nearbyint(h / 2.0f);
+      ++i;
+    }
   }
   return anchors;
+}
+
+// One size.
+inline Tensor<float> cell_anchors(float size, const std::vector<float>& aspect_ratios) {
+  return cell_anchors(std::vector<float>{size}, aspect_ratios);
 }
 
 // cell: [A, 4]; returns [grid_height * grid_width * A, 4] in (y, x, anchor) order.

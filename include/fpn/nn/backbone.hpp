@@ -1,16 +1,25 @@
-// A backbone with FPN: the bottom-up Body (a ResNet) composed with the top-down Neck (an FPN)
-// at compile time. Parameter names follow torchvision: "backbone.body.*", "backbone.fpn.*".
+// A backbone with FPN: the bottom-up Body composed with the top-down Neck at compile time, and
+// which of the body's stages the neck takes (torchvision's returned_layers). Parameter names
+// follow torchvision: "backbone.body.*", "backbone.fpn.*".
+//
+//   BackboneWithFPN<ResNet50, FPN<256>>                                   // R-CNN: C2..C5 + pool
+//   BackboneWithFPN<ResNet50, FPN<256, BiasOnly, LastLevelP6P7<FromC5>>, Stages<2, 3, 4>>
+//                                                                         // RetinaNet v2: C3..C5, P6, P7
 #pragma once
 
 #include <array>
 #include <concepts>
 #include <cstddef>
+#include <span>
 #include <string>
 #include <string_view>
 #include <utility>
+#include <vector>
 
 #include "fpn/core/errors.hpp"
 #include "fpn/core/tensor.hpp"
+#include "fpn/nn/anchors.hpp"
+#include "fpn/nn/feature_pyramid.hpp"
 #include "fpn/nn/fpn.hpp"
 #include "fpn/nn/norm.hpp"
 #include "fpn/nn/resnet.hpp"
@@ -18,18 +27,55 @@
 
 namespace fpn::nn {
 
+// A bottom-up body run stage by stage, so that a neck can take each stage map as soon as the next
+// stage has read it: num_stages, stage_channels and stage_strides (std::array of num_stages,
+// finest first), load(body reader), forward_stem(image) and forward_stage(index, previous map).
 template <typename T>
-concept bottom_up = requires(const WeightReader& reader, const T& net, TensorView<const float> x) {
-  { T::stage_channels } -> std::convertible_to<std::array<std::int64_t, 4>>;
+concept bottom_up = requires(const WeightReader& reader, const T& net, TensorView<const float> image,
+                             const Tensor<float>& map) {
+  { T::num_stages } -> std::convertible_to<std::size_t>;
+  { T::stage_channels[0] } -> std::convertible_to<std::int64_t>;
+  { T::stage_strides[0] } -> std::convertible_to<std::int64_t>;
+  requires std::size(T::stage_channels) == T::num_stages;
+  requires std::size(T::stage_strides) == T::num_stages;
   { T::load(reader) } -> std::same_as<T>;
-  { net.forward(x) } -> std::same_as<StageOutputs>;
+  { net.forward_stem(image) } -> std::same_as<Tensor<float>>;
+  { net.forward_stage(std::size_t{}, map) } -> std::same_as<Tensor<float>>;
 };
 
+// A top-down neck over any number of stage maps (nn::FPN): out_channels; the levels its extra
+// policy appends and whether it reads the top stage map; load(fpn reader, widths, strides);
+// lateral_in (a stage map it owns), lateral_from (one the caller keeps) and top_down(laterals,
+// top stage or null) -> FeaturePyramid.
 template <typename T>
-concept top_down = requires(const WeightReader& reader, const T& net, const StageOutputs& stages) {
+concept top_down = requires(const WeightReader& reader, const T& net, std::span<const std::int64_t> sizes,
+                            Tensor<float>&& map, TensorView<const float> view,
+                            std::vector<Tensor<float>>&& laterals, const Tensor<float>* stage) {
   { T::out_channels } -> std::convertible_to<std::int64_t>;
-  { T::load(reader, std::array<std::int64_t, 4>{}) } -> std::same_as<T>;
-  { net.forward(stages) } -> std::same_as<FeaturePyramid>;
+  { T::extra_level_count } -> std::convertible_to<std::size_t>;
+  { T::extra_reads_stage } -> std::convertible_to<bool>;
+  { T::load(reader, sizes, sizes) } -> std::same_as<T>;
+  { net.lateral_in(std::size_t{}, std::move(map)) } -> std::same_as<Tensor<float>>;
+  { net.lateral_from(std::size_t{}, view) } -> std::same_as<Tensor<float>>;
+  { net.top_down(std::move(laterals), stage) } -> std::same_as<FeaturePyramid>;
+};
+
+// Which of the body's stages the neck takes, numbered from 1 as torchvision's returned_layers
+// (ResNet: 1 = layer1 = C2 ... 4 = layer4 = C5), increasing.
+template <int... Numbers>
+struct Stages {
+  static_assert(sizeof...(Numbers) >= 1, "Stages: the neck needs at least one stage");
+  static constexpr std::size_t count = sizeof...(Numbers);
+  static constexpr std::array<int, sizeof...(Numbers)> numbers{Numbers...};
+};
+
+// The anchors torchvision's builder gives a backbone: one size per level, 32 doubling per level
+// (_default_anchorgen's ((32,), (64,), (128,), (256,), (512,)) for the R-CNN FPNs), ratios 0.5,
+// 1, 2. Specialise it for a backbone whose builder passes its own (MobileNetV3-FPN's five sizes
+// on every level, nn/mobilenet_v3.hpp).
+template <typename Backbone>
+struct builder_anchors {
+  static AnchorParams get() { return AnchorParams::one_size_per_level(Backbone::num_levels); }
 };
 
 // The name a backbone has in torchvision's builders and in the "arch" metadata of converted
@@ -48,14 +94,57 @@ inline bool arch_has_backbone(std::string_view stored, std::string_view backbone
           stored[stored.size() - backbone.size() - 1] == '_');
 }
 
+template <typename Body, typename Returned>
+constexpr bool stages_fit() {
+  int previous = 0;
+  for (int number : Returned::numbers) {
+    if (number <= previous || number > static_cast<int>(Body::num_stages)) return false;
+    previous = number;
+  }
+  return previous == static_cast<int>(Body::num_stages);
+}
+
 }  // namespace detail
 
-template <bottom_up Body, top_down Neck>
+template <typename Body, typename Neck, typename Returned = Stages<1, 2, 3, 4>>
 class BackboneWithFPN {
+  static_assert(bottom_up<Body>,
+                "BackboneWithFPN: Body must model nn::bottom_up (num_stages, stage_channels and "
+                "stage_strides arrays, static load(const WeightReader&), forward_stem(image), "
+                "forward_stage(index, map)), e.g. nn::ResNet50");
+  static_assert(top_down<Neck>,
+                "BackboneWithFPN: Neck must model nn::top_down (out_channels, extra_level_count, "
+                "extra_reads_stage, load(reader, widths, strides), lateral_in, lateral_from, "
+                "top_down(laterals, top stage)), e.g. nn::FPN<256>");
+  static_assert(detail::stages_fit<Body, Returned>(),
+                "BackboneWithFPN: Returned must be nn::Stages<...> of increasing stage numbers "
+                "from 1 to the body's num_stages, ending at its last stage");
+
  public:
   using body_type = Body;
   using neck_type = Neck;
+  using returned_stages = Returned;
   static constexpr std::int64_t out_channels = Neck::out_channels;
+  static constexpr std::size_t num_levels = Returned::count + Neck::extra_level_count;
+
+  // The widths and nominal strides of the stage maps the neck takes.
+  static constexpr std::array<std::int64_t, Returned::count> taken_channels = [] {
+    std::array<std::int64_t, Returned::count> widths{};
+    for (std::size_t i = 0; i < Returned::count; ++i) {
+      widths[i] = Body::stage_channels[static_cast<std::size_t>(Returned::numbers[i] - 1)];
+    }
+    return widths;
+  }();
+  static constexpr std::array<std::int64_t, Returned::count> taken_strides = [] {
+    std::array<std::int64_t, Returned::count> strides{};
+    for (std::size_t i = 0; i < Returned::count; ++i) {
+      strides[i] = Body::stage_strides[static_cast<std::size_t>(Returned::numbers[i] - 1)];
+    }
+    return strides;
+  }();
+
+  // torchvision's anchors for this backbone (nn::builder_anchors).
+  static AnchorParams default_anchors() { return builder_anchors<BackboneWithFPN>::get(); }
 
   // weights: a reader at the checkpoint's root; reads "<prefix>body.*" and "<prefix>fpn.*".
   // A file whose "arch" metadata names another backbone is refused, and so (unless
@@ -66,14 +155,14 @@ class BackboneWithFPN {
                               const std::string& prefix = "backbone") {
     constexpr std::string_view arch = backbone_arch<BackboneWithFPN>;
     if (auto stored = weights.source().metadata("arch");
-        stored && !arch.empty() && !detail::arch_has_backbone(*stored, arch)) {
+        options.check_arch && stored && !arch.empty() && !detail::arch_has_backbone(*stored, arch)) {
       throw WeightError(weights.source().describe() + " is for " + *stored +
                         " (its \"arch\" metadata), whose backbone is not " + std::string(arch));
     }
     const WeightReader scope = weights.child(prefix);
     BackboneWithFPN net;
     net.body_ = Body::load(scope.child("body"));
-    net.neck_ = Neck::load(scope.child("fpn"), Body::stage_channels);
+    net.neck_ = Neck::load(scope.child("fpn"), taken_channels, taken_strides);
     if (!options.allow_unused) {
       scope.check_all_read(arch.empty() ? std::string_view("the backbone") : arch);
     }
@@ -84,56 +173,63 @@ class BackboneWithFPN {
   }
 
   // image: [1, 3, H, W] normalised, one image (a batch is refused: run it image by image);
-  // returns P2..P6.
+  // returns the neck's pyramid (for the R-CNN FPNs "0".."3" = P2..P5 and "pool" = P6).
   FeaturePyramid forward(TensorView<const float> image) const {
     fpn::detail::check_single_image("BackboneWithFPN::forward", "image", image.shape().dims(), 3);
-    if constexpr (interleaved) {
-      return forward_interleaved(body_.forward_stem(image));
-    } else {
-      return neck_.forward(body_.forward(image));
-    }
+    return run(body_.forward_stem(image));
   }
 
-  // As above, releasing the image once the stem has read it (with an interleaved body and neck).
+  // As above, releasing the image once the stem has read it.
   FeaturePyramid forward(Tensor<float>&& image) const {
     fpn::detail::check_single_image("BackboneWithFPN::forward", "image", image.shape().dims(), 3);
-    if constexpr (interleaved) {
-      Tensor<float> stem = body_.forward_stem(image);
-      image = Tensor<float>();
-      return forward_interleaved(std::move(stem));
-    } else {
-      return forward(image.view());
+    Tensor<float> stem = body_.forward_stem(image);
+    image = Tensor<float>();
+    return run(std::move(stem));
+  }
+
+  // The maps of the stages the neck takes, without the neck (finest first).
+  std::vector<Tensor<float>> forward_stages(TensorView<const float> image) const {
+    std::vector<Tensor<float>> taken;
+    Tensor<float> x = body_.forward_stem(image);
+    std::size_t next = 0;
+    for (std::size_t stage = 0; stage < Body::num_stages; ++stage) {
+      x = body_.forward_stage(stage, x);
+      if (next < Returned::count && Returned::numbers[next] == static_cast<int>(stage) + 1) {
+        taken.push_back(x);
+        ++next;
+      }
     }
+    return taken;
   }
 
   const Body& body() const { return body_; }
   const Neck& neck() const { return neck_; }
 
  private:
-  // A body run stage by stage and a neck with separate laterals: each stage map turns into its
-  // lateral as soon as the next stage has read it, so the bottom-up pass holds 256-channel
-  // laterals (C3's 512 channels become 256) rather than every stage map.
-  static constexpr bool interleaved =
-      requires(const Body& body, const Neck& neck, TensorView<const float> image,
-               const Tensor<float>& map, Tensor<float>&& owned,
-               std::array<Tensor<float>, 4>&& laterals) {
-        { body.forward_stem(image) } -> std::same_as<Tensor<float>>;
-        { body.forward_stage(std::size_t{}, map) } -> std::same_as<Tensor<float>>;
-        { neck.lateral_in(std::size_t{}, std::move(owned)) } -> std::same_as<Tensor<float>>;
-        { neck.top_down(std::move(laterals)) } -> std::same_as<FeaturePyramid>;
-      };
-
-  FeaturePyramid forward_interleaved(Tensor<float> stem) const {
-    std::array<Tensor<float>, 4> laterals;
+  // The body stage by stage, each taken stage map turned into its lateral as soon as the next
+  // stage has read it, so that the bottom-up pass holds out_channels-wide laterals rather than
+  // every stage map (ResNet-50's C3 has 512 channels, its lateral 256).
+  FeaturePyramid run(Tensor<float> stem) const {
+    std::vector<Tensor<float>> laterals;
+    laterals.reserve(Returned::count);
     Tensor<float> previous = body_.forward_stage(0, stem);
     stem = Tensor<float>();
-    for (std::size_t stage = 1; stage < 4; ++stage) {
-      Tensor<float> next = body_.forward_stage(stage, previous);
-      laterals[stage - 1] = neck_.lateral_in(stage - 1, std::move(previous));
-      previous = std::move(next);
+    std::size_t next = 0;  // the next returned stage's position in Returned
+    for (std::size_t stage = 1; stage <= Body::num_stages; ++stage) {
+      Tensor<float> current;
+      if (stage < Body::num_stages) current = body_.forward_stage(stage, previous);
+      // previous is stage `stage - 1`'s map (stage number `stage`).
+      if (next < Returned::count && Returned::numbers[next] == static_cast<int>(stage)) {
+        if (stage == Body::num_stages && Neck::extra_reads_stage) {
+          laterals.push_back(neck_.lateral_from(next, previous));
+          return neck_.top_down(std::move(laterals), &previous);
+        }
+        laterals.push_back(neck_.lateral_in(next, std::move(previous)));
+        ++next;
+      }
+      previous = std::move(current);
     }
-    laterals[3] = neck_.lateral_in(3, std::move(previous));
-    return neck_.top_down(std::move(laterals));
+    return neck_.top_down(std::move(laterals), nullptr);
   }
 
   Body body_;
@@ -147,7 +243,7 @@ template <> struct ResNetOfDepth<34> { using type = ResNet34; };
 template <> struct ResNetOfDepth<50> { using type = ResNet50; };
 template <> struct ResNetOfDepth<101> { using type = ResNet101; };
 
-// torchvision's resnet{18,34,50,101}_fpn backbones.
+// torchvision's resnet{18,34,50,101}_fpn backbones (C2..C5, LastLevelMaxPool).
 template <int Depth>
 using ResNetFPN = BackboneWithFPN<typename ResNetOfDepth<Depth>::type, FPN<256>>;
 

@@ -23,7 +23,7 @@ struct ConvSpec {
   int kernel;
   int stride = 1;
   int padding = 0;
-  bool relu = false;
+  ops::Activation activation = ops::Activation::identity;
 };
 
 // Stores rows 1 .. rows of a band from Conv2d::forward_bands (or of a map computed from one,
@@ -59,6 +59,13 @@ class Conv2d {
     return conv;
   }
 
+  // A conv without bias: "<name>.weight" only (a conv followed by a norm that is not folded).
+  static Conv2d load_without_bias(const WeightReader& weights, std::string_view name, ConvSpec spec) {
+    Conv2d conv(spec);
+    conv.weight_ = weights.child(name).load("weight", conv.weight_shape());
+    return conv;
+  }
+
   // A bias-free conv "<conv_name>.weight" followed by FrozenBatchNorm2d "<bn_name>.*", folded.
   static Conv2d load_folded(const WeightReader& weights, std::string_view conv_name,
                             std::string_view bn_name, ConvSpec spec) {
@@ -88,14 +95,14 @@ class Conv2d {
     const ConvSpec& a = first.spec_;
     const ConvSpec& b = second.spec_;
     if (a.in_channels != b.in_channels || a.kernel != b.kernel || a.stride != b.stride ||
-        a.padding != b.padding || a.relu != b.relu) {
+        a.padding != b.padding || a.activation != b.activation) {
       fpn::detail::throw_argument_error(
           "Conv2d::concatenate", "both convs need the same input width and geometry, got " +
                                      std::to_string(a.in_channels) + " and " +
                                      std::to_string(b.in_channels) + " input channels, kernels " +
                                      std::to_string(a.kernel) + " and " + std::to_string(b.kernel));
     }
-    Conv2d conv({a.in_channels, a.out_channels + b.out_channels, a.kernel, a.stride, a.padding, a.relu});
+    Conv2d conv({a.in_channels, a.out_channels + b.out_channels, a.kernel, a.stride, a.padding, a.activation});
     conv.weight_ = Tensor<float>::uninitialized(conv.weight_shape());
     std::copy_n(first.weight_.data(), first.weight_.numel(), conv.weight_.data());
     std::copy_n(second.weight_.data(), second.weight_.numel(), conv.weight_.data() + first.weight_.numel());
@@ -110,11 +117,12 @@ class Conv2d {
     return ops::conv2d(input, weight_, bias_, params());
   }
 
-  // target = relu?(target + conv(input)), in place (ops::conv2d_add_into): a residual block's last
-  // conv added to its shortcut. `relu` replaces the spec's, which applies before any sum.
-  void forward_add_into(TensorView<const float> input, Tensor<float>& target, bool relu) const {
+  // target = activation(target + conv(input)), in place (ops::conv2d_add_into): a residual block's last
+  // conv added to its shortcut. `activation` replaces the spec's, which applies before any sum.
+  void forward_add_into(TensorView<const float> input, Tensor<float>& target,
+                        ops::Activation activation) const {
     ops::Conv2dParams sum_params = params();
-    sum_params.relu = relu;
+    sum_params.activation = activation;
     ops::conv2d_add_into(input, weight_, bias_, sum_params, target.view());
   }
 
@@ -129,7 +137,7 @@ class Conv2d {
                                           std::to_string(spec_.out_channels) + ", kernel " +
                                           std::to_string(spec_.kernel));
     }
-    ops::conv2d_1x1_in_place(map.view(), weight_, bias_, spec_.relu);
+    ops::conv2d_1x1_in_place(map.view(), weight_, bias_, spec_.activation);
   }
 
   // Bands of rows of this 3x3, stride-1, padding-1 conv's output over a [1, C, H, W] map, each
@@ -184,7 +192,7 @@ class Conv2d {
   const ConvSpec& spec() const { return spec_; }
   const Tensor<float>& weight() const { return weight_; }
   const Tensor<float>& bias() const { return bias_; }
-  ops::Conv2dParams params() const { return {spec_.stride, spec_.padding, spec_.relu}; }
+  ops::Conv2dParams params() const { return {spec_.stride, spec_.padding, spec_.activation}; }
 
   // Output height or width for an input of `size`.
   std::int64_t output_size(std::int64_t size) const {

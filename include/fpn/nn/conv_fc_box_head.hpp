@@ -32,11 +32,13 @@ class ConvFCBoxHead {
   static_assert(Channels >= 1 && ConvChannels >= 1 && Representation >= 1,
                 "ConvFCBoxHead: the input, conv and representation widths must be positive");
   static_assert(NumConvs >= 1, "ConvFCBoxHead: needs at least one conv block (else use BoxHead)");
-  static_assert(conv_norm<Norm>,
-                "ConvFCBoxHead: Norm must be a norm policy (nn::conv_norm, e.g. nn::BiasOnly or "
-                "nn::FoldedBatchNorm) with a static Conv2d load(const WeightReader&, ConvSpec)");
+  static_assert(block_norm<Norm>,
+                "ConvFCBoxHead: Norm must be a norm policy (nn::block_norm, e.g. nn::BiasOnly, "
+                "nn::FoldedBatchNorm or nn::GroupNorm<32>) with a static load(const "
+                "WeightReader&, ConvSpec) returning a conv block");
 
  public:
+  static constexpr std::int64_t in_channels = Channels;
   static constexpr std::int64_t pool_size = 7;
   static constexpr int num_convs = NumConvs;
   using norm_type = Norm;
@@ -47,7 +49,7 @@ class ConvFCBoxHead {
     std::int64_t in = Channels;
     for (std::size_t i = 0; i < head.convs_.size(); ++i) {
       head.convs_[i] = Norm::load(roi_heads.child(fpn::detail::numbered("box_head.", static_cast<std::int64_t>(i))),
-                                  {in, ConvChannels, 3, 1, 1, true});
+                                  {in, ConvChannels, 3, 1, 1, ops::Activation::relu});
       in = ConvChannels;
     }
     head.fc_ = Linear::load(roi_heads, fpn::detail::numbered("box_head.", NumConvs + 1),
@@ -70,7 +72,7 @@ class ConvFCBoxHead {
     for (std::size_t i = 1; i < convs_.size(); ++i) x = convs_[i].forward(x);
     const std::int64_t rows = x.dim(0);
     const TensorView<const float> flat(x.data(), Shape{rows, ConvChannels * pool_size * pool_size});
-    return predictor_.forward(fc_.forward(flat, true));
+    return predictor_.forward(fc_.forward(flat, ops::Activation::relu));
   }
 
   // proposals: [R, 4]; image_*: the resized image's size. Detections by decreasing score.
@@ -81,10 +83,10 @@ class ConvFCBoxHead {
                                   "ConvFCBoxHead::postprocess");
   }
 
-  const Conv2d& conv(std::size_t index) const { return convs_[index]; }
+  const norm_block_t<Norm>& conv(std::size_t index) const { return convs_[index]; }
 
  private:
-  std::array<Conv2d, NumConvs> convs_;
+  std::array<norm_block_t<Norm>, NumConvs> convs_;
   Linear fc_;
   BoxPredictor predictor_;
 };

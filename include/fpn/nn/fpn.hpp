@@ -1,110 +1,147 @@
-// The top-down pathway (torchvision's FeaturePyramidNetwork + LastLevelMaxPool):
-//   inner_i = 1x1 lateral conv of C_i; from the top, inner_i += nearest-resize(inner_{i+1}) to
-//   inner_i's exact size; P_i = 3x3 output conv of inner_i; P6 = max_pool(P5, kernel 1, stride 2).
+// The top-down pathway (torchvision's FeaturePyramidNetwork): for each stage map the body hands
+// over, inner_i = 1x1 lateral conv of C_i; from the top, inner_i += nearest-resize(inner_{i+1})
+// to inner_i's exact size; P_i = 3x3 output conv of inner_i; then the extra-level policy appends
+// its levels (LastLevelMaxPool's "pool" by default; nn/extra_levels.hpp).
+//
+// Any number of input stages: as many laterals as the body's returned stages have widths.
 #pragma once
 
 #include <algorithm>
-#include <array>
 #include <cstdint>
+#include <span>
 #include <string>
 #include <utility>
+#include <vector>
 
 #include "fpn/core/errors.hpp"
 #include "fpn/core/tensor.hpp"
 #include "fpn/nn/conv.hpp"
+#include "fpn/nn/extra_levels.hpp"
+#include "fpn/nn/feature_pyramid.hpp"
 #include "fpn/nn/norm.hpp"
-#include "fpn/nn/resnet.hpp"
 #include "fpn/nn/weights.hpp"
-#include "fpn/ops/max_pool2d.hpp"
 #include "fpn/ops/upsample.hpp"
 
 namespace fpn::nn {
 
-// P2..P6 of one image, each [1, channels, H_i, W_i]. levels[0] is P2 (stride 4) ... levels[4] is P6 (stride 64).
-struct FeaturePyramid {
-  static constexpr int first_level = 2;
-  static constexpr int num_levels = 5;
-  std::array<Tensor<float>, num_levels> levels;
-
-  // level: 2..6.
-  const Tensor<float>& p(int level) const { return levels[static_cast<std::size_t>(level - first_level)]; }
-};
-
 // Norm: how each lateral and output conv block is loaded (nn/norm.hpp): BiasOnly for
 // torchvision's default FPN (v1 detectors), FoldedBatchNorm for norm_layer=BatchNorm2d (v2).
-template <int OutChannels, typename Norm = BiasOnly>
+// Extra: the extra-level policy (nn::extra_levels).
+template <int OutChannels, typename Norm = BiasOnly, typename Extra = LastLevelMaxPool>
 class FPN {
   static_assert(OutChannels >= 1, "FPN: the output width must be positive");
   static_assert(conv_norm<Norm>,
                 "FPN: Norm must be a norm policy (nn::conv_norm, e.g. nn::BiasOnly or "
                 "nn::FoldedBatchNorm) with a static Conv2d load(const WeightReader&, ConvSpec)");
+  static_assert(extra_levels<Extra>,
+                "FPN: Extra must be an extra-level policy (nn::extra_levels, e.g. "
+                "nn::LastLevelMaxPool or nn::LastLevelP6P7<nn::FromP5>)");
 
  public:
   static constexpr std::int64_t out_channels = OutChannels;
   using norm_type = Norm;
+  using extra_type = Extra;
+  // Levels appended above the top stage, and whether that needs the top stage map itself.
+  static constexpr std::size_t extra_level_count = Extra::levels;
+  static constexpr bool extra_reads_stage = Extra::reads_stage;
 
-  // fpn: a reader scoped to "backbone.fpn."; in_channels: C2..C5 widths.
-  static FPN load(const WeightReader& fpn, const std::array<std::int64_t, 4>& in_channels) {
-    FPN net;
-    for (std::size_t i = 0; i < 4; ++i) {
-      const std::string index = std::to_string(i);
-      net.lateral_[i] = Norm::load(fpn.child("inner_blocks." + index),
-                                   {in_channels[i], out_channels, 1, 1, 0, false});
-      net.output_[i] = Norm::load(fpn.child("layer_blocks." + index),
-                                  {out_channels, out_channels, 3, 1, 1, false});
+  // fpn: a reader scoped to "backbone.fpn."; in_channels and in_strides: the width and nominal
+  // stride of each stage map it takes, finest first (at least one).
+  static FPN load(const WeightReader& fpn, std::span<const std::int64_t> in_channels,
+                  std::span<const std::int64_t> in_strides) {
+    if (in_channels.empty() || in_channels.size() != in_strides.size()) {
+      fpn::detail::throw_argument_error(
+          "FPN::load", "needs one width and one stride per input stage (at least one), got " +
+                           std::to_string(in_channels.size()) + " widths and " +
+                           std::to_string(in_strides.size()) + " strides");
     }
+    FPN net;
+    net.strides_.assign(in_strides.begin(), in_strides.end());
+    for (std::size_t i = 0; i < in_channels.size(); ++i) {
+      const std::string index = std::to_string(i);
+      net.lateral_.push_back(Norm::load(fpn.child("inner_blocks." + index),
+                                        {in_channels[i], out_channels, 1, 1, 0}));
+      net.output_.push_back(Norm::load(fpn.child("layer_blocks." + index),
+                                       {out_channels, out_channels, 3, 1, 1}));
+    }
+    net.extra_ = Extra::load(fpn.child("extra_blocks"), in_channels.back(), out_channels);
     return net;
   }
 
-  FeaturePyramid forward(const StageOutputs& stages) const {
-    StageOutputs copy = stages;
-    return forward(std::move(copy));
-  }
+  std::size_t num_inputs() const { return lateral_.size(); }
 
-  // As above, with the stage maps' memory: each stage map is released once its lateral has read
-  // it (or becomes the lateral, when the widths agree).
-  FeaturePyramid forward(StageOutputs&& stages) const {
-    for (std::size_t index = 0; index < 4; ++index) {
-      fpn::detail::check_single_image("FPN::forward", fpn::detail::numbered("C", static_cast<std::int64_t>(index) + 2),
-                                      stages[index].shape().dims(),
+  // The whole pathway over the stage maps (finest first), with their memory: each stage map is
+  // released once its lateral has read it (or becomes the lateral, when the widths agree).
+  FeaturePyramid forward(std::vector<Tensor<float>> stages) const {
+    if (stages.size() != lateral_.size()) {
+      fpn::detail::throw_argument_error("FPN::forward", "expected " + std::to_string(lateral_.size()) +
+                                                            " stage maps, got " +
+                                                            std::to_string(stages.size()));
+    }
+    for (std::size_t index = 0; index < stages.size(); ++index) {
+      fpn::detail::check_single_image("FPN::forward", stage_name(index), stages[index].shape().dims(),
                                       lateral_[index].spec().in_channels);
     }
-    std::array<Tensor<float>, 4> laterals;
-    for (std::size_t index = 4; index-- > 0;) {
-      laterals[index] = lateral_in(index, std::move(stages[index]));
+    Tensor<float> top_stage;
+    std::vector<Tensor<float>> laterals(stages.size());
+    for (std::size_t index = stages.size(); index-- > 0;) {
+      if (extra_reads_stage && index + 1 == stages.size()) {
+        laterals[index] = lateral_from(index, stages[index]);
+        top_stage = std::move(stages[index]);
+      } else {
+        laterals[index] = lateral_in(index, std::move(stages[index]));
+      }
     }
-    return top_down(std::move(laterals));
+    return top_down(std::move(laterals), extra_reads_stage ? &top_stage : nullptr);
+  }
+  template <std::size_t N>
+  FeaturePyramid forward(const std::array<Tensor<float>, N>& stages) const {
+    return forward(std::vector<Tensor<float>>(stages.begin(), stages.end()));
   }
 
-  // The top-down pathway from the four lateral maps, in their memory: from the top, each sum is
-  // added (nearest-resized) into the lateral below, then its 3x3 output conv overwrites it band by
-  // band (Conv2d::forward_bands). At P2 only P2's sum, P3..P5 and two bands of rows are held.
-  FeaturePyramid top_down(std::array<Tensor<float>, 4>&& laterals) const {
-    for (std::size_t index = 0; index < 4; ++index) {
-      fpn::detail::check_single_image("FPN::top_down", fpn::detail::numbered("lateral ", static_cast<std::int64_t>(index)),
+  // The top-down pathway from the lateral maps, in their memory: from the top, each sum is added
+  // (nearest-resized) into the lateral below, then its 3x3 output conv overwrites it band by band
+  // (Conv2d::forward_bands). At the finest level only its sum, the coarser levels and two bands
+  // of rows are held. top_stage: the top stage map, for a policy that reads it (else null).
+  FeaturePyramid top_down(std::vector<Tensor<float>>&& laterals,
+                          const Tensor<float>* top_stage = nullptr) const {
+    if (laterals.size() != lateral_.size()) {
+      fpn::detail::throw_argument_error("FPN::top_down", "expected " + std::to_string(lateral_.size()) +
+                                                             " lateral maps, got " +
+                                                             std::to_string(laterals.size()));
+    }
+    for (std::size_t index = 0; index < laterals.size(); ++index) {
+      fpn::detail::check_single_image("FPN::top_down",
+                                      fpn::detail::numbered("lateral ", static_cast<std::int64_t>(index)),
                                       laterals[index].shape().dims(), out_channels);
     }
-    FeaturePyramid pyramid;
-    for (std::size_t index = 4; index-- > 0;) {
+    if (extra_reads_stage) {
+      if (top_stage == nullptr) {
+        fpn::detail::throw_argument_error("FPN::top_down", "this FPN's extra levels read the top stage map; "
+                                                           "pass it as top_stage");
+      }
+      fpn::detail::check_single_image("FPN::top_down", "top_stage", top_stage->shape().dims(),
+                                      lateral_.back().spec().in_channels);
+    }
+    const std::size_t count = laterals.size();
+    for (std::size_t index = count; index-- > 0;) {
       if (index > 0) ops::add_upsampled_nearest_inplace(laterals[index - 1].view(), laterals[index].view());
       output_in_place(index, laterals[index]);
-      pyramid.levels[index] = std::move(laterals[index]);
     }
-    pyramid.levels[4] = extra_level(pyramid.levels[3]);
+    FeaturePyramid pyramid;
+    for (std::size_t index = 0; index < count; ++index) {
+      pyramid.push_back(std::to_string(index), strides_[index], std::move(laterals[index]));
+    }
+    extra_.append(pyramid, top_stage);
     return pyramid;
   }
 
-  // The top-down sum at level index (0 = C2): lateral(stage) + nearest-resize(upper) to the
-  // lateral's own size; upper is the level above's sum, or null at the top.
+  // The top-down sum at level index (0 = the finest input): lateral(stage) + nearest-resize(upper)
+  // to the lateral's own size; upper is the level above's sum, or null at the top.
   Tensor<float> merge(std::size_t index, const Tensor<float>& stage, const Tensor<float>* upper) const {
     Tensor<float> inner = lateral_[index].forward(stage);
     if (upper != nullptr) ops::add_upsampled_nearest_inplace(inner.view(), upper->view());
     return inner;
-  }
-
-  // P6 from P5: LastLevelMaxPool, max_pool2d(kernel 1, stride 2), i.e. every other pixel.
-  static Tensor<float> extra_level(const Tensor<float>& p5) {
-    return ops::max_pool2d(p5, ops::MaxPool2dParams{1, 2, 0});
   }
 
   // The lateral conv of a stage map it owns: in place when the widths agree.
@@ -112,6 +149,11 @@ class FPN {
     if (lateral_[index].spec().in_channels != out_channels) return lateral_[index].forward(stage);
     lateral_[index].forward_in_place(stage);
     return stage;
+  }
+
+  // The lateral conv of a stage map the caller keeps.
+  Tensor<float> lateral_from(std::size_t index, TensorView<const float> stage) const {
+    return lateral_[index].forward(stage);
   }
 
   // P_i over its own sum's map, band by band.
@@ -127,12 +169,19 @@ class FPN {
     return lateral_[index].macs(height, width) + output_[index].macs(height, width);
   }
 
-  const Conv2d& lateral(std::size_t index) const { return lateral_[index]; }
-  const Conv2d& output(std::size_t index) const { return output_[index]; }
+  const Conv2d& lateral(std::size_t index) const { return lateral_.at(index); }
+  const Conv2d& output(std::size_t index) const { return output_.at(index); }
+  const Extra& extra_block() const { return extra_; }
 
  private:
-  std::array<Conv2d, 4> lateral_;
-  std::array<Conv2d, 4> output_;
+  static std::string stage_name(std::size_t index) {
+    return fpn::detail::numbered("stage ", static_cast<std::int64_t>(index));
+  }
+
+  std::vector<Conv2d> lateral_;
+  std::vector<Conv2d> output_;
+  std::vector<std::int64_t> strides_;
+  Extra extra_;
 };
 
 }  // namespace fpn::nn

@@ -26,7 +26,7 @@ namespace detail {
 inline Conv2d load_downsample(const WeightReader& block, std::int64_t in_channels,
                               std::int64_t out_channels, int stride) {
   return Conv2d::load_folded(block, "downsample.0", "downsample.1",
-                             {in_channels, out_channels, 1, stride, 0, false});
+                             {in_channels, out_channels, 1, stride, 0});
 }
 
 }  // namespace detail
@@ -39,8 +39,8 @@ class BasicBlock {
   static BasicBlock load(const WeightReader& block, std::int64_t in_channels,
                          std::int64_t planes, int stride) {
     BasicBlock b;
-    b.conv1_ = Conv2d::load_folded(block, "conv1", "bn1", {in_channels, planes, 3, stride, 1, true});
-    b.conv2_ = Conv2d::load_folded(block, "conv2", "bn2", {planes, planes, 3, 1, 1, false});
+    b.conv1_ = Conv2d::load_folded(block, "conv1", "bn1", {in_channels, planes, 3, stride, 1, ops::Activation::relu});
+    b.conv2_ = Conv2d::load_folded(block, "conv2", "bn2", {planes, planes, 3, 1, 1});
     b.has_downsample_ = stride != 1 || in_channels != planes * expansion;
     if (b.has_downsample_) b.downsample_ = detail::load_downsample(block, in_channels, planes, stride);
     return b;
@@ -49,7 +49,7 @@ class BasicBlock {
   // The second conv adds into the shortcut's map (the downsample's output, or x itself).
   Tensor<float> forward(const Tensor<float>& x) const {
     Tensor<float> out = has_downsample_ ? downsample_.forward(x) : x;
-    conv2_.forward_add_into(conv1_.forward(x), out, true);
+    conv2_.forward_add_into(conv1_.forward(x), out, ops::Activation::relu);
     return out;
   }
 
@@ -57,7 +57,7 @@ class BasicBlock {
   Tensor<float> forward(Tensor<float>&& x) const {
     if (has_downsample_) return forward(std::as_const(x));
     Tensor<float> out = std::move(x);
-    conv2_.forward_add_into(conv1_.forward(out), out, true);
+    conv2_.forward_add_into(conv1_.forward(out), out, ops::Activation::relu);
     return out;
   }
 
@@ -81,10 +81,10 @@ class Bottleneck {
   static Bottleneck load(const WeightReader& block, std::int64_t in_channels,
                          std::int64_t planes, int stride) {
     Bottleneck b;
-    b.conv1_ = Conv2d::load_folded(block, "conv1", "bn1", {in_channels, planes, 1, 1, 0, true});
-    b.conv2_ = Conv2d::load_folded(block, "conv2", "bn2", {planes, planes, 3, stride, 1, true});
+    b.conv1_ = Conv2d::load_folded(block, "conv1", "bn1", {in_channels, planes, 1, 1, 0, ops::Activation::relu});
+    b.conv2_ = Conv2d::load_folded(block, "conv2", "bn2", {planes, planes, 3, stride, 1, ops::Activation::relu});
     b.conv3_ = Conv2d::load_folded(block, "conv3", "bn3",
-                                   {planes, planes * expansion, 1, 1, 0, false});
+                                   {planes, planes * expansion, 1, 1, 0});
     b.has_downsample_ = stride != 1 || in_channels != planes * expansion;
     if (b.has_downsample_) {
       b.downsample_ = detail::load_downsample(block, in_channels, planes * expansion, stride);
@@ -98,7 +98,7 @@ class Bottleneck {
   Tensor<float> forward(const Tensor<float>& x) const {
     const Tensor<float> inner = conv2_.forward(conv1_.forward(x));  // conv1's map goes here
     Tensor<float> out = has_downsample_ ? downsample_.forward(x) : x;
-    conv3_.forward_add_into(inner, out, true);
+    conv3_.forward_add_into(inner, out, ops::Activation::relu);
     return out;
   }
 
@@ -107,7 +107,7 @@ class Bottleneck {
     if (has_downsample_) return forward(std::as_const(x));
     Tensor<float> out = std::move(x);
     const Tensor<float> inner = conv2_.forward(conv1_.forward(out));
-    conv3_.forward_add_into(inner, out, true);
+    conv3_.forward_add_into(inner, out, ops::Activation::relu);
     return out;
   }
 
@@ -143,6 +143,9 @@ class ResNet {
   using block_type = Block;
   static constexpr std::array<int, 4> blocks_per_stage{BlocksPerStage...};
   static constexpr std::int64_t stem_channels = BaseWidth;
+  static constexpr std::size_t num_stages = 4;
+  // Nominal strides of layer1..layer4's maps (C2..C5).
+  static constexpr std::array<std::int64_t, 4> stage_strides{4, 8, 16, 32};
   // Output channels of layer1..layer4, the FPN's input widths.
   static constexpr std::array<std::int64_t, 4> stage_channels{
       BaseWidth * Block::expansion, 2 * BaseWidth * Block::expansion,
@@ -151,7 +154,7 @@ class ResNet {
   // body: a reader scoped to the ResNet's parameters ("backbone.body.").
   static ResNet load(const WeightReader& body) {
     ResNet net;
-    net.stem_ = Conv2d::load_folded(body, "conv1", "bn1", {3, stem_channels, 7, 2, 3, true});
+    net.stem_ = Conv2d::load_folded(body, "conv1", "bn1", {3, stem_channels, 7, 2, 3, ops::Activation::relu});
     std::int64_t in_channels = stem_channels;
     for (std::size_t stage = 0; stage < 4; ++stage) {
       const std::int64_t planes = BaseWidth << stage;

@@ -67,8 +67,9 @@ struct Linear {
     const WeightReader scope = weights.child(name);
     return {scope.load("weight", Shape{out, in}), scope.load("bias", Shape{out})};
   }
-  Tensor<float> forward(TensorView<const float> x, bool relu = false) const {
-    return ops::linear(x, weight, bias, relu);
+  Tensor<float> forward(TensorView<const float> x,
+                        ops::Activation activation = ops::Activation::identity) const {
+    return ops::linear(x, weight, bias, activation);
   }
 };
 
@@ -180,7 +181,8 @@ class BoxPredictor {
   Linear cls_score_, bbox_pred_;
 };
 
-// What a detector needs of its box head (TwoStageDetector's Heads::box_head): the side of the
+// What a detector needs of its box head (TwoStageDetector's Heads::box_head): the width of the
+// features it pools (in_channels, checked against the neck's at compile time), the side of the
 // square ROI features it pools (7 for torchvision's heads), a load from "roi_heads.*" for a
 // number of classes, predict (pooled [R, C, pool_size, pool_size] -> logits [R, K], deltas
 // [R, 4K]) and postprocess (-> detections by decreasing score). BoxHead (TwoMLPHead, v1) and
@@ -188,6 +190,7 @@ class BoxPredictor {
 template <typename T>
 concept box_head = requires(const WeightReader& roi_heads, const T& head, const Tensor<float>& pooled,
                             const RoiHeadsParams& params) {
+  { T::in_channels } -> std::convertible_to<std::int64_t>;
   { T::pool_size } -> std::convertible_to<std::int64_t>;
   { T::load(roi_heads, std::int64_t{}) } -> std::same_as<T>;
   { head.num_classes() } -> std::same_as<std::int64_t>;
@@ -199,6 +202,7 @@ concept box_head = requires(const WeightReader& roi_heads, const T& head, const 
 template <int Channels, int Representation = 1024>
 class BoxHead {
  public:
+  static constexpr std::int64_t in_channels = Channels;
   static constexpr std::int64_t pool_size = 7;
 
   // roi_heads: a reader scoped to "roi_heads.".
@@ -222,7 +226,7 @@ class BoxHead {
                                      pooled.shape().dims());
     }
     const TensorView<const float> flat(pooled.data(), Shape{pooled.dim(0), pooled.numel() / std::max<std::int64_t>(pooled.dim(0), 1)});
-    const Tensor<float> x = fc7_.forward(fc6_.forward(flat, true), true);
+    const Tensor<float> x = fc7_.forward(fc6_.forward(flat, ops::Activation::relu), ops::Activation::relu);
     return predictor_.forward(x);
   }
 
@@ -244,19 +248,23 @@ class BoxHead {
 // detectors, FoldedBatchNorm in maskrcnn_resnet50_fpn_v2 (norm_layer=BatchNorm2d).
 template <int Channels, int MaskChannels = 256, typename Norm = BiasOnly>
 class MaskHead {
-  static_assert(conv_norm<Norm>,
-                "MaskHead: Norm must be a norm policy (nn::conv_norm, e.g. nn::BiasOnly or "
-                "nn::FoldedBatchNorm) with a static Conv2d load(const WeightReader&, ConvSpec)");
+  static_assert(block_norm<Norm>,
+                "MaskHead: Norm must be a norm policy (nn::block_norm, e.g. nn::BiasOnly, "
+                "nn::FoldedBatchNorm or nn::GroupNorm<32>) with a static load(const "
+                "WeightReader&, ConvSpec) returning a conv block");
 
  public:
+  static constexpr std::int64_t in_channels = Channels;
   static constexpr std::int64_t pool_size = 14;
+  // The side of the masks it predicts (the transposed conv doubles the pooled side).
+  static constexpr std::int64_t mask_size = 2 * pool_size;
 
   static MaskHead load(const WeightReader& roi_heads, std::int64_t num_classes) {
     MaskHead head;
     std::int64_t in = Channels;
     for (std::size_t i = 0; i < head.convs_.size(); ++i) {
       head.convs_[i] = Norm::load(roi_heads.child(fpn::detail::numbered("mask_head.", static_cast<std::int64_t>(i))),
-                                  {in, MaskChannels, 3, 1, 1, true});
+                                  {in, MaskChannels, 3, 1, 1, ops::Activation::relu});
       in = MaskChannels;
     }
     const WeightReader predictor = roi_heads.child("mask_predictor");
@@ -284,7 +292,8 @@ class MaskHead {
     check_labels("MaskHead::forward", labels);
     Tensor<float> x = convs_[0].forward(pooled);
     for (std::size_t i = 1; i < convs_.size(); ++i) x = convs_[i].forward(x);
-    const Tensor<float> up = ops::conv_transpose2d(x, upsample_weight_, upsample_bias_, 2, true);
+    const Tensor<float> up = ops::conv_transpose2d(x, upsample_weight_, upsample_bias_, 2,
+                                                       ops::Activation::relu);
     const std::int64_t side = up.dim(2);
     const std::int64_t pixels = side * up.dim(3);
     Tensor<float> masks = Tensor<float>::uninitialized(Shape{up.dim(0), side, up.dim(3)});
@@ -319,8 +328,24 @@ class MaskHead {
   }
 
  private:
-  std::array<Conv2d, 4> convs_;
+  std::array<norm_block_t<Norm>, 4> convs_;
   Tensor<float> upsample_weight_, upsample_bias_, logits_weight_, logits_bias_;
+};
+
+// A mask head: the width of the features it pools (in_channels), the side of the square ROI
+// features (pool_size) and of the masks it predicts (mask_size), a load from "roi_heads.*" for a
+// number of classes, forward(pooled [D, C, pool_size, pool_size], labels) -> [D, mask_size,
+// mask_size] probabilities of those labels, and check_labels. MaskHead is one.
+template <typename T>
+concept mask_head = requires(const WeightReader& roi_heads, const T& head, const Tensor<float>& pooled,
+                             const std::vector<std::int64_t>& labels) {
+  { T::in_channels } -> std::convertible_to<std::int64_t>;
+  { T::pool_size } -> std::convertible_to<std::int64_t>;
+  { T::mask_size } -> std::convertible_to<std::int64_t>;
+  { T::load(roi_heads, std::int64_t{}) } -> std::same_as<T>;
+  { head.num_classes() } -> std::same_as<std::int64_t>;
+  { head.forward(pooled, labels) } -> std::same_as<Tensor<float>>;
+  head.check_labels(std::string_view{}, labels);
 };
 
 // Where paste_masks_in_image puts an M x M mask: the box grown by (M + 2) / M about its centre

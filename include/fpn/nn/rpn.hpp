@@ -11,6 +11,7 @@
 #include <array>
 #include <cmath>
 #include <cstdint>
+#include <functional>
 #include <numeric>
 #include <string>
 #include <string_view>
@@ -20,7 +21,7 @@
 #include "fpn/core/tensor.hpp"
 #include "fpn/nn/anchors.hpp"
 #include "fpn/nn/conv.hpp"
-#include "fpn/nn/fpn.hpp"
+#include "fpn/nn/feature_pyramid.hpp"
 #include "fpn/nn/norm.hpp"
 #include "fpn/nn/weights.hpp"
 #include "fpn/ops/box_coder.hpp"
@@ -55,7 +56,7 @@ inline void check_params(const RpnParams& params, std::string_view name = "RpnPa
 struct Proposals {
   Tensor<float> boxes;   // [R, 4] (x1, y1, x2, y2)
   Tensor<float> scores;  // [R] objectness probability
-  std::vector<std::int64_t> levels;  // 0 = P2 ... 4 = P6
+  std::vector<std::int64_t> levels;  // the pyramid level (index) each came from
 };
 
 namespace detail {
@@ -77,6 +78,69 @@ inline std::vector<std::int64_t> top_k_indices(const float* values, std::int64_t
 
 inline float sigmoid(float x) { return 1.0f / (1.0f + std::exp(-x)); }
 
+// A 3x3, stride-1, padding-1 conv over a map that arrives in bands of rows, top to bottom: each
+// push hands over the next input rows; output rows are passed on as soon as the input rows on
+// both sides of them have arrived. Bands follow Conv2d::forward_bands' convention, in and out:
+// band [1, C, >= rows + 2, W] whose rows 1 .. rows are map rows first .. first + rows - 1.
+// Each push convolves its rows and the two carried from the last push (the row above and the
+// last row, whose output needed this push's first row): two scratch rows per band, as
+// forward_bands computes.
+class ConvRowStream {
+ public:
+  using Output = std::function<void(std::int64_t first, std::int64_t rows, const Tensor<float>& band)>;
+
+  ConvRowStream(const Conv2d& conv, std::int64_t height) : conv_(&conv), height_(height) {}
+
+  void set_output(Output output) { output_ = std::move(output); }
+
+  void push(std::int64_t first, std::int64_t rows, const Tensor<float>& band) {
+    if (first != received_ || rows < 1 || first + rows > height_ || band.rank() != 4 ||
+        band.dim(0) != 1 || band.dim(2) < rows + 2) {
+      fpn::detail::throw_argument_error(
+          "ConvRowStream::push", "rows must arrive in order, " + std::to_string(received_) +
+                                     " next of " + std::to_string(height_) + ", got rows " +
+                                     std::to_string(first) + " .. " + std::to_string(first + rows));
+    }
+    const std::int64_t channels = band.dim(1), width = band.dim(3);
+    if (carry_rows_ == 0) {  // the zero padding above row 0
+      carry_ = Tensor<float>(Shape{1, channels, 2, width});
+      carry_rows_ = 1;
+    }
+    const bool last = first + rows == height_;
+    // x: input rows next_ - 1 .. first + rows - 1, then zero padding below the last row.
+    const std::int64_t length = carry_rows_ + rows + (last ? 1 : 0);
+    Tensor<float> x = Tensor<float>::uninitialized(Shape{1, channels, length, width});
+    const std::int64_t band_plane = band.dim(2) * width;
+    for (std::int64_t c = 0; c < channels; ++c) {
+      float* plane = x.data() + c * length * width;
+      std::copy_n(carry_.data() + c * 2 * width, carry_rows_ * width, plane);
+      std::copy_n(band.data() + c * band_plane + width, rows * width, plane + carry_rows_ * width);
+      if (last) std::fill_n(plane + (length - 1) * width, width, 0.0f);
+    }
+    const Tensor<float> y = conv_->forward(x);
+    const std::int64_t produced = length - 2;  // y's rows 1 .. produced are output rows next_ ..
+    if (produced > 0) output_(next_, produced, y);
+    next_ += produced;
+    received_ = first + rows;
+    if (!last) {
+      for (std::int64_t c = 0; c < channels; ++c) {
+        std::copy_n(x.data() + (c * length + length - 2) * width, 2 * width,
+                    carry_.data() + c * 2 * width);
+      }
+      carry_rows_ = 2;
+    }
+  }
+
+ private:
+  const Conv2d* conv_;
+  std::int64_t height_;
+  Output output_;
+  Tensor<float> carry_;         // [1, C, 2, W]: input rows next_ - 1 (and next_)
+  std::int64_t carry_rows_ = 0;
+  std::int64_t next_ = 0;       // the next output row
+  std::int64_t received_ = 0;   // input rows received
+};
+
 }  // namespace detail
 
 template <int Channels, int ConvDepth = 1>
@@ -88,25 +152,29 @@ class RegionProposalNetwork {
   static constexpr std::int64_t channels = Channels;
   static constexpr int conv_depth = ConvDepth;
 
-  // rpn: a reader scoped to "rpn.". anchors: one size per pyramid level and the aspect ratios the
-  // head was trained with (one objectness logit per ratio), fixed for the network's life.
+  // rpn: a reader scoped to "rpn.". anchors: the sizes of each pyramid level (as many levels as
+  // the pyramids it will run on) and the aspect ratios the head was trained with (one objectness
+  // logit per anchor of a cell), fixed for the network's life.
   static RegionProposalNetwork load(const WeightReader& rpn, const RpnParams& params = {},
                                     const AnchorParams& anchors = {}) {
     check_params(params);
-    check_params(anchors, FeaturePyramid::num_levels);
+    if (anchors.sizes.empty()) {
+      fpn::detail::throw_invalid_field("AnchorParams.sizes", "at least one pyramid level", "none");
+    }
+    check_params(anchors, anchors.sizes.size());
     RegionProposalNetwork net;
     net.params_ = params;
     net.anchors_ = anchors;
-    const auto count = static_cast<std::int64_t>(anchors.aspect_ratios.size());
+    const std::int64_t count = anchors.per_cell();
     net.num_anchors_ = count;
-    for (std::size_t level = 0; level < FeaturePyramid::num_levels; ++level) {
-      net.cell_anchors_[level] = cell_anchors(anchors.sizes[level], anchors.aspect_ratios);
+    for (const std::vector<float>& sizes : anchors.sizes) {
+      net.cell_anchors_.push_back(cell_anchors(sizes, anchors.aspect_ratios));
     }
     const WeightReader head = rpn.child("head");
     // Conv2dNormActivation(norm_layer=None) blocks: "conv.<i>.0.{weight,bias}".
     for (std::size_t i = 0; i < net.convs_.size(); ++i) {
       net.convs_[i] = BiasOnly::load(head.child(fpn::detail::numbered("conv.", static_cast<std::int64_t>(i))),
-                                     {Channels, Channels, 3, 1, 1, true});
+                                     {Channels, Channels, 3, 1, 1, ops::Activation::relu});
     }
     // The objectness and delta 1x1 convs read the same map: one GEMM computes both.
     try {
@@ -114,8 +182,9 @@ class RegionProposalNetwork {
       const Conv2d deltas = Conv2d::load_with_bias(head, "bbox_pred", {Channels, 4 * count, 1});
       net.predictor_ = Conv2d::concatenate(logits, deltas);
     } catch (const WeightError& error) {
-      throw WeightError(std::string(error.what()) + " (the RPN head predicts one anchor per aspect ratio; " +
-                        std::to_string(count) + " aspect ratios given)");
+      throw WeightError(std::string(error.what()) +
+                        " (the RPN head predicts one objectness per anchor of a cell; the anchors give " +
+                        std::to_string(count) + ")");
     }
     return net;
   }
@@ -129,7 +198,8 @@ class RegionProposalNetwork {
   const AnchorParams& anchors() const { return anchors_; }
   std::int64_t num_anchors() const { return num_anchors_; }
 
-  // pyramid: P2..P6 of one image [1, C, H_l, W_l]; padded_*: the padded input's size (anchor
+  // pyramid: one image's levels [1, C, H_l, W_l], as many as the anchors' (every level of the
+  // pyramid proposes, as in torchvision); padded_*: the padded input's size (anchor
   // strides are padded size // grid size); image_*: the resized image's size (clip bounds).
   Proposals forward(const FeaturePyramid& pyramid, std::int64_t padded_height,
                     std::int64_t padded_width, std::int64_t image_height,
@@ -142,20 +212,25 @@ class RegionProposalNetwork {
               std::to_string(image_height) + "x" + std::to_string(image_width) + " in padded " +
               std::to_string(padded_height) + "x" + std::to_string(padded_width));
     }
+    if (pyramid.size() != cell_anchors_.size()) {
+      fpn::detail::throw_argument_error(
+          "RegionProposalNetwork::forward",
+          "the anchors are for " + std::to_string(cell_anchors_.size()) + " pyramid levels, got " +
+              std::to_string(pyramid.size()) + " levels " + pyramid.describe_names());
+    }
+    pyramid.check("RegionProposalNetwork::forward", Channels);
     std::vector<float> boxes;
     std::vector<float> scores;
     std::vector<std::int64_t> levels;
     const ops::BoxCoder coder{};
-    for (std::size_t level = 0; level < FeaturePyramid::num_levels; ++level) {
+    for (std::size_t level = 0; level < pyramid.size(); ++level) {
       const Tensor<float>& feature = pyramid.levels[level];
-      fpn::detail::check_single_image("RegionProposalNetwork::forward",
-                                      fpn::detail::numbered("P", static_cast<std::int64_t>(level) + FeaturePyramid::first_level),
-                                      feature.shape().dims(), Channels);
       if (feature.dim(2) < 1 || feature.dim(3) < 1 || feature.dim(2) > padded_height ||
           feature.dim(3) > padded_width) {
+        std::string what = "level ";
+        what += pyramid.names[level];
         fpn::detail::throw_shape_error(
-            "RegionProposalNetwork::forward",
-            fpn::detail::numbered("P", static_cast<std::int64_t>(level) + FeaturePyramid::first_level),
+            "RegionProposalNetwork::forward", what,
             "at least 1x1 and at most the padded image's " + std::to_string(padded_height) + "x" +
                 std::to_string(padded_width),
             feature.shape().dims());
@@ -163,26 +238,35 @@ class RegionProposalNetwork {
       const std::int64_t height = feature.dim(2);
       const std::int64_t width = feature.dim(3);
       const std::int64_t pixels = height * width;
-      // The last 3x3 conv's map goes straight into the 1x1 heads band by band: its full-size map
-      // (as large as P2) never exists. Earlier convs (conv_depth > 1) write whole maps, band by
-      // band, so their scratch stays bounded.
+      // The 3x3 convs' maps stream band by band: the first conv's bands (Conv2d::forward_bands)
+      // feed the next conv's rows as soon as their neighbours exist (detail::ConvRowStream), and
+      // the last conv's rows go straight into the 1x1 heads. No 3x3 conv's full-size map (as
+      // large as the finest level) is ever held, whatever the head's depth.
       Tensor<float> head = Tensor<float>::uninitialized(
           Shape{1, predictor_.spec().out_channels, height, width});
-      Tensor<float> inner;
-      for (std::size_t i = 0; i + 1 < convs_.size(); ++i) {
-        Tensor<float> next = Tensor<float>::uninitialized(feature.shape());
-        const Tensor<float>& source = i == 0 ? feature : inner;
-        convs_[i].forward_bands(source,
-                                [&](std::int64_t first, std::int64_t rows, const Tensor<float>& band) {
-                                  store_band_rows(band, first, rows, next);
-                                });
-        inner = std::move(next);
-      }
-      const Tensor<float>& last_input = convs_.size() == 1 ? feature : inner;
-      convs_.back().forward_bands(last_input,
-                                  [&](std::int64_t first, std::int64_t rows,
-                                      const Tensor<float>& band) {
+      std::vector<detail::ConvRowStream> streams;
+      streams.reserve(convs_.size() - 1);
+      for (std::size_t i = 1; i < convs_.size(); ++i) streams.emplace_back(convs_[i], height);
+      const auto to_heads = [&](std::int64_t first, std::int64_t rows, const Tensor<float>& band) {
         store_band_rows(predictor_.forward(band), first, rows, head);
+      };
+      for (std::size_t i = 0; i < streams.size(); ++i) {
+        if (i + 1 < streams.size()) {
+          detail::ConvRowStream* next = &streams[i + 1];
+          streams[i].set_output([next](std::int64_t first, std::int64_t rows, const Tensor<float>& band) {
+            next->push(first, rows, band);
+          });
+        } else {
+          streams[i].set_output(to_heads);
+        }
+      }
+      convs_.front().forward_bands(feature, [&](std::int64_t first, std::int64_t rows,
+                                                const Tensor<float>& band) {
+        if (streams.empty()) {
+          to_heads(first, rows, band);
+        } else {
+          streams.front().push(first, rows, band);
+        }
       });
       const float* logit_planes = head.data();                        // [A, H, W]
       const float* delta_planes = head.data() + num_anchors_ * pixels;  // [A, 4, H, W]
@@ -250,7 +334,7 @@ class RegionProposalNetwork {
 
   RpnParams params_;
   AnchorParams anchors_;
-  std::array<Tensor<float>, FeaturePyramid::num_levels> cell_anchors_;  // [A, 4] per level
+  std::vector<Tensor<float>> cell_anchors_;  // [A, 4] per level
   std::int64_t num_anchors_ = 3;
   std::array<Conv2d, ConvDepth> convs_;
   Conv2d predictor_;

@@ -41,6 +41,10 @@ struct LoadOptions {
   // converter that wrote something fpn ignores). true: extras are skipped, e.g. to load the
   // Faster R-CNN part of a Mask R-CNN file.
   bool allow_unused = false;
+  // false: the file's "arch" metadata is not checked (a detector that has checked it against its
+  // own builder name loads its backbone so; e.g. fasterrcnn_mobilenet_v3_large_320_fpn, whose
+  // name does not end in its backbone's).
+  bool check_arch = true;
 };
 
 // Reads a safetensors file that outlives the source.

@@ -22,6 +22,7 @@
 #include "fpn/core/thread_pool.hpp"
 #include "fpn/core/errors.hpp"
 #include "fpn/core/tensor.hpp"
+#include "fpn/ops/activation.hpp"
 #include "fpn/ops/winograd.hpp"
 
 namespace fpn::ops {
@@ -33,7 +34,7 @@ enum class Conv2dAlgorithm { automatic, im2col, winograd };
 struct Conv2dParams {
   int stride = 1;
   int padding = 0;
-  bool relu = false;  // apply max(0, x) after the bias
+  Activation activation = Activation::identity;  // applied after the bias
   Conv2dAlgorithm algorithm = Conv2dAlgorithm::automatic;
 };
 
@@ -100,13 +101,13 @@ void gather_patches(const T* image, std::int64_t channels, std::int64_t height, 
   });
 }
 
-// out[c, :] = relu?(out[c, :] + bias[c]) over a block of columns of a [Cout, pixels] map.
+// out[c, :] = activation(out[c, :] + bias[c]) over a block of columns of a [Cout, pixels] map.
 template <typename Block, typename T>
-void bias_relu_epilogue(Block&& block, const T* bias, bool relu) {
+void bias_activation_epilogue(Block&& block, const T* bias, Activation activation) {
   for (Eigen::Index row = 0; row < block.rows(); ++row) {
     auto line = block.row(row);
     if (bias != nullptr) line.array() += bias[row];
-    if (relu) line = line.cwiseMax(T{0});
+    activate_line(activation, line);
   }
 }
 
@@ -155,20 +156,20 @@ void conv2d_into(const T* input, std::int64_t batch, std::int64_t in_channels, s
         winograd_pays(batch, in_channels, out_channels, height, width)))) {
     if (!accumulate) {
       winograd_f2x3_into(input, batch, in_channels, height, width, weights, out_channels, bias,
-                         params.relu, output);
+                         params.activation, output);
       return;
     }
     // Winograd writes whole tiles: the sum goes through a temporary map.
     const std::int64_t count = batch * out_channels * height * width;
     auto sum = Tensor<T>::uninitialized(Shape{count});
     winograd_f2x3_into(input, batch, in_channels, height, width, weights, out_channels,
-                       static_cast<const T*>(nullptr), false, sum.data());
+                       static_cast<const T*>(nullptr), Activation::identity, sum.data());
     Eigen::Map<Eigen::Array<T, Eigen::Dynamic, 1>>(output, count) +=
         Eigen::Map<const Eigen::Array<T, Eigen::Dynamic, 1>>(sum.data(), count);
     for (std::int64_t n = 0; n < batch; ++n) {
-      bias_relu_epilogue(Eigen::Map<RowMajorMatrix<T>>(output + n * out_channels * height * width,
+      bias_activation_epilogue(Eigen::Map<RowMajorMatrix<T>>(output + n * out_channels * height * width,
                                                        out_channels, height * width),
-                         bias, params.relu);
+                         bias, params.activation);
     }
     return;
   }
@@ -200,8 +201,8 @@ void conv2d_into(const T* input, std::int64_t batch, std::int64_t in_channels, s
       if (split) {
         fpn::detail::parallel_gemm(out_block, weight_matrix, right, accumulate,
                                    [&](auto&& block, std::int64_t first_row, std::int64_t) {
-                                     bias_relu_epilogue(block, bias ? bias + first_row : nullptr,
-                                                        params.relu);
+                                     bias_activation_epilogue(block, bias ? bias + first_row : nullptr,
+                                                        params.activation);
                                    });
         return;
       }
@@ -210,7 +211,7 @@ void conv2d_into(const T* input, std::int64_t batch, std::int64_t in_channels, s
       } else {
         out_block.noalias() = weight_matrix * right;
       }
-      bias_relu_epilogue(out_block, bias, params.relu);
+      bias_activation_epilogue(out_block, bias, params.activation);
     };
     if (pointwise) {
       multiply(Eigen::Map<const RowMajorMatrix<T>, 0, Eigen::OuterStride<>>(
@@ -231,6 +232,11 @@ inline void check_conv_params(std::string_view where, Conv2dParams params) {
     fpn::detail::throw_argument_error(
         where, "stride must be >= 1 and padding >= 0, got stride " +
                    std::to_string(params.stride) + " and padding " + std::to_string(params.padding));
+  }
+  if (!is_valid(params.activation)) {
+    fpn::detail::throw_argument_error(
+        where, "activation must be an ops::Activation enumerator, got " +
+                   std::to_string(static_cast<int>(params.activation)));
   }
 }
 
@@ -298,7 +304,7 @@ Tensor<T> conv2d(std::type_identity_t<TensorView<const T>> input,
   return output;
 }
 
-// output = relu?(output + conv(input, weight) + bias), in place: a residual block's last conv
+// output = activation(output + conv(input, weight) + bias), in place: a residual block's last conv
 // added to its shortcut without a second full-size map. output: [N, Cout, H', W'] as conv2d
 // returns. The sum is rounded in another order than conv2d followed by add_inplace (the shortcut
 // joins before the bias), so results may differ in the last bit.
@@ -318,15 +324,15 @@ void conv2d_add_into(std::type_identity_t<TensorView<const T>> input,
                       params, output.data(), true);
 }
 
-// map = relu?(conv1x1(map, weight) + bias), in place, for a weight [C, C, 1, 1] (as many
+// map = activation(conv1x1(map, weight) + bias), in place, for a weight [C, C, 1, 1] (as many
 // outputs as inputs): each tile of pixels is computed into scratch, then copied over its input.
 template <typename T = float>
 void conv2d_1x1_in_place(std::type_identity_t<TensorView<T>> map,
                          std::type_identity_t<TensorView<const T>> weight,
-                         std::type_identity_t<TensorView<const T>> bias, bool relu) {
+                         std::type_identity_t<TensorView<const T>> bias, Activation activation) {
   const auto [has_bias, kernel, shape] =
       detail::check_conv2d("conv2d_1x1_in_place", TensorView<const T>(map), weight, bias,
-                           Conv2dParams{1, 0, relu});
+                           Conv2dParams{1, 0, activation});
   if (kernel != 1 || !(shape == map.shape())) {
     fpn::detail::throw_shape_error("conv2d_1x1_in_place", "weight",
                                    "[" + std::to_string(map.dim(1)) + ", " +
@@ -348,7 +354,7 @@ void conv2d_1x1_in_place(std::type_identity_t<TensorView<T>> map,
         image + first, channels, count, Eigen::OuterStride<>(pixels));
     Eigen::Map<detail::RowMajorMatrix<T>> result(scratch, channels, count);
     auto epilogue = [&](auto&& block, std::int64_t first_row, std::int64_t) {
-      detail::bias_relu_epilogue(block, bias_data ? bias_data + first_row : nullptr, relu);
+      detail::bias_activation_epilogue(block, bias_data ? bias_data + first_row : nullptr, activation);
     };
     if (split) {
       fpn::detail::parallel_gemm(result, weight_matrix, columns, false, epilogue);

@@ -12,16 +12,17 @@
 #include "fpn/core/errors.hpp"
 #include "fpn/core/thread_pool.hpp"
 #include "fpn/core/tensor.hpp"
+#include "fpn/ops/activation.hpp"
 
 namespace fpn::ops {
 
 // input: [N, Cin, H, W]; weight: [Cin, Cout, k, k] (PyTorch's layout); bias: [Cout] or empty;
-// stride == k. returns [N, Cout, k * H, k * W], with ReLU when `relu`.
+// stride == k. returns [N, Cout, k * H, k * W], then the activation.
 template <typename T = float>
 Tensor<T> conv_transpose2d(std::type_identity_t<TensorView<const T>> input,
                            std::type_identity_t<TensorView<const T>> weight,
                            std::type_identity_t<TensorView<const T>> bias, int stride,
-                           bool relu = false) {
+                           Activation activation = Activation::identity) {
   using fpn::detail::throw_shape_error;
   if (input.rank() != 4) {
     throw_shape_error("conv_transpose2d", "input", "[N, C, H, W]", input.shape().dims());
@@ -68,9 +69,8 @@ Tensor<T> conv_transpose2d(std::type_identity_t<TensorView<const T>> input,
           for (std::int64_t y = 0; y < height; ++y) {
             T* line = plane + (k * y + dy) * out_width + dx;
             for (std::int64_t x = 0; x < width; ++x) {
-              T value = source[y * width + x] + offset;
-              if (relu && value < T{0}) value = T{0};
-              line[k * x] = value;
+              const T value = source[y * width + x] + offset;
+              line[k * x] = activate(activation, value);
             }
           }
         }

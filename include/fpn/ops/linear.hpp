@@ -10,6 +10,7 @@
 #include "fpn/core/detail/gemm.hpp"
 #include "fpn/core/errors.hpp"
 #include "fpn/core/tensor.hpp"
+#include "fpn/ops/activation.hpp"
 
 namespace fpn::ops {
 
@@ -17,7 +18,8 @@ namespace fpn::ops {
 template <typename T = float>
 Tensor<T> linear(std::type_identity_t<TensorView<const T>> input,
                  std::type_identity_t<TensorView<const T>> weight,
-                 std::type_identity_t<TensorView<const T>> bias, bool relu = false) {
+                 std::type_identity_t<TensorView<const T>> bias,
+                 Activation activation = Activation::identity) {
   using fpn::detail::throw_shape_error;
   if (input.rank() != 2) throw_shape_error("linear", "input", "[N, in]", input.shape().dims());
   if (weight.rank() != 2 || weight.dim(1) != input.dim(1)) {
@@ -42,7 +44,7 @@ Tensor<T> linear(std::type_identity_t<TensorView<const T>> input,
           if (bias_data != nullptr) {
             line += Eigen::Map<const Eigen::Matrix<T, 1, Eigen::Dynamic>>(bias_data + first_column, block.cols());
           }
-          if (relu) line = line.cwiseMax(T{0});
+          activate_line(activation, line);
         }
       });
   return output;

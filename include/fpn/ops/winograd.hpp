@@ -29,6 +29,7 @@
 #include "fpn/core/detail/simd.hpp"
 #include "fpn/core/thread_pool.hpp"
 #include "fpn/core/tensor.hpp"
+#include "fpn/ops/activation.hpp"
 
 namespace fpn::ops::detail {
 
@@ -166,9 +167,11 @@ void winograd_transform_input_run(const T* plane, std::int64_t height, std::int6
 // the map's last tile row has a single output row.
 template <typename T>
 void winograd_transform_output_run(const T* products, std::int64_t plane_stride,
-                                   std::int64_t length, std::int64_t full_tiles, T bias, bool relu,
+                                   std::int64_t length, std::int64_t full_tiles, T bias, Activation activation,
                                    T* top, T* bottom) {
-  const T floor = relu ? T{0} : -std::numeric_limits<T>::infinity();
+  // ReLU is the max with a floor inside the tile loop; other activations run over the written
+  // rows afterwards, while they are still in cache.
+  const T floor = activation == Activation::relu ? T{0} : -std::numeric_limits<T>::infinity();
   // A^T M A for tile j: two rows of four (A^T M), then A along them; y = [top-left, top-right,
   // bottom-left, bottom-right].
   const auto tile = [=](std::int64_t j, T& y00, T& y01, T& y10, T& y11) {
@@ -198,6 +201,11 @@ void winograd_transform_output_run(const T* products, std::int64_t plane_stride,
     tile(j, y00, y01, y10, y11);
     top[2 * j] = y00;
     bottom[2 * j] = y10;
+  }
+  if (activation != Activation::identity && activation != Activation::relu) {
+    const std::int64_t written = 2 * full_tiles + (length - full_tiles);
+    activate_in_place(activation, top, written);
+    activate_in_place(activation, bottom, written);
   }
 }
 
@@ -240,7 +248,7 @@ struct WinogradScratch {
 // transform, all on the calling thread. filter: [16, Cout, Cin]; zeros: a zero row of the map.
 template <typename T>
 void winograd_block(const WinogradTiling& tiling, const T* input, const T* filter, const T* bias,
-                    bool relu, const T* zeros, std::int64_t first, std::int64_t count,
+                    Activation activation, const T* zeros, std::int64_t first, std::int64_t count,
                     WinogradScratch<T>& scratch, T* output) {
   using Matrix = Eigen::Matrix<T, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor>;
   const std::int64_t in_channels = tiling.in_channels, out_channels = tiling.out_channels;
@@ -283,17 +291,17 @@ void winograd_block(const WinogradTiling& tiling, const T* input, const T* filte
                             tiling.full_tiles_per_row - tile_column, 0, length);
                         winograd_transform_output_run(
                             scratch.products.data() + channel * count + offset, output_stride,
-                            length, full, channel_bias, relu, top, bottom);
+                            length, full, channel_bias, activation, top, bottom);
                       });
   }
 }
 
 // input: [N, Cin, H, W]; weights: [Cout, Cin, 3, 3]; bias: [Cout] or nullptr;
-// output: [N, Cout, H, W], the 3x3 stride-1 padding-1 convolution, then ReLU when relu is set.
+// output: [N, Cout, H, W], the 3x3 stride-1 padding-1 convolution, then the activation.
 template <typename T>
 void winograd_f2x3_into(const T* input, std::int64_t batch, std::int64_t in_channels,
                         std::int64_t height, std::int64_t width, const T* weights,
-                        std::int64_t out_channels, const T* bias, bool relu, T* output) {
+                        std::int64_t out_channels, const T* bias, Activation activation, T* output) {
   const WinogradTiling tiling(batch, in_channels, out_channels, height, width);
   const std::int64_t total_tiles = tiling.total_tiles();
   if (total_tiles == 0 || out_channels == 0) return;
@@ -314,7 +322,7 @@ void winograd_f2x3_into(const T* input, std::int64_t batch, std::int64_t in_chan
     auto& mine = scratch[static_cast<std::size_t>(slot)];
     if (!mine) mine = std::make_unique<WinogradScratch<T>>(tiling, scratch_tiles);
     const std::int64_t first = block * block_tiles;
-    winograd_block(tiling, input, filter.data(), bias, relu, zeros.data(), first,
+    winograd_block(tiling, input, filter.data(), bias, activation, zeros.data(), first,
                    std::min(block_tiles, total_tiles - first), *mine, output);
   });
 }

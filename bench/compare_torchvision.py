@@ -7,6 +7,10 @@
 Both sides run the same seeded, BatchNorm-calibrated weights (tools/fpn_tools/models.py, the
 fixtures' weights: about 100 detections per image, so the mask head works as hard as on a busy
 real image) on the same synthetic image; 427x640 preprocesses to torchvision's 800x1216 batch.
+The MobileNetV3-Large FPN archs run at their builders' defaults on both sides (torchvision's
+builder; fpn_detect --arch, whose default params are the builder's): 800/1333 for
+fasterrcnn_mobilenet_v3_large_fpn, 320/640 and 150 proposals for the 320 variant (427x640 ->
+320x480). Their seeded weights' detection counts vary more from image to image than the ResNets'.
 
 - torchvision: the peer at its best. One python3 process per arch with torch.set_num_threads
   (default 2), oneDNN convolutions and OpenBLAS; the model is built and loaded, one warm-up run,
@@ -31,7 +35,9 @@ import time
 HERE = os.path.dirname(os.path.abspath(__file__))
 TOOLS = os.path.join(HERE, "..", "tools")
 ARCHS = [f"{kind}_resnet{depth}_fpn" for kind in ("fasterrcnn", "maskrcnn")
-         for depth in (18, 34, 50, 101)] + ["fasterrcnn_resnet50_fpn_v2", "maskrcnn_resnet50_fpn_v2"]
+         for depth in (18, 34, 50, 101)] + ["fasterrcnn_resnet50_fpn_v2", "maskrcnn_resnet50_fpn_v2",
+                                            "fasterrcnn_mobilenet_v3_large_fpn",
+                                            "fasterrcnn_mobilenet_v3_large_320_fpn"]
 sys.path.insert(0, TOOLS)  # fpn_tools, for the seeded weights and images of the fixtures
 SEED = 4321
 CLASSIFIER_SCALE = 3.0  # as tools/fixtures/detector.py: ~100 detections per image
@@ -164,10 +170,11 @@ def main():
 
     print(f"{args.height}x{args.width} image, {args.threads} threads, median of {args.repeats}; "
           f"torchvision {torch_version()} in process after a warm-up, fpn_detect whole process")
-    print(f"{'arch':26} {'fpn s':>7} {'tv s':>7} {'time':>6}  {'fpn MB':>7} {'tv MB':>7} "
+    width = max(26, max(len(row[0]) for row in rows))
+    print(f"{'arch':{width}} {'fpn s':>7} {'tv s':>7} {'time':>6}  {'fpn MB':>7} {'tv MB':>7} "
           f"{'RSS':>6}  detections fpn/tv")
     for arch, fpn_time, peer_time, fpn_rss, peer_rss, fpn_count, peer_count in rows:
-        print(f"{arch:26} {fpn_time:7.2f} {peer_time:7.2f} {fpn_time / peer_time:5.2f}x  "
+        print(f"{arch:{width}} {fpn_time:7.2f} {peer_time:7.2f} {fpn_time / peer_time:5.2f}x  "
               f"{fpn_rss / 1024:7.0f} {peer_rss / 1024:7.0f} {fpn_rss / peer_rss:5.2f}x  "
               f"{fpn_count}/{peer_count}")
 

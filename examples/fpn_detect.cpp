@@ -1,4 +1,4 @@
-// fpn_detect: runs a Faster R-CNN or Mask R-CNN on images and writes the detections as one COCO
+// fpn_detect: runs a Faster R-CNN or Mask R-CNN (ResNet-FPN or MobileNetV3-Large-FPN) on images and writes the detections as one COCO
 // results file and, optionally, drawn onto each image as PNG.
 //
 //   fpn_detect photo.jpg                                   the bundled demo model, printed only
@@ -34,6 +34,7 @@
 #include "common/image_io.hpp"
 #include "fpn/io/atomic_file.hpp"
 #include "fpn/io/safetensors.hpp"
+#include "fpn/models/faster_rcnn_mobilenet.hpp"
 #include "fpn/models/shapes_demo.hpp"
 #include "fpn/models/two_stage_detector.hpp"
 
@@ -55,8 +56,8 @@ struct Options {
   fs::path output_dir; // every image drawn here as <name>.png
   std::vector<fs::path> inputs;
   float score_thresh = 0.05f;  // torchvision's box_score_thresh
-  std::int64_t min_size = 0;   // 0: the weights' "min_size" metadata, else torchvision's 800
-  std::int64_t max_size = 0;   // 0: the weights' "max_size" metadata, else 1333
+  std::int64_t min_size = 0;   // 0: the weights' "min_size" metadata, else the builder's (800)
+  std::int64_t max_size = 0;   // 0: the weights' "max_size" metadata, else the builder's (1333)
   std::int64_t max_pixels = fpn::examples::default_max_pixels;  // refused from the header
   bool exif_transpose = false;  // as PIL.ImageOps.exif_transpose
 };
@@ -103,7 +104,7 @@ struct Architecture {
 
 // torchvision's builder names (fasterrcnn_resnet50_fpn, ...), as tools/convert_torchvision.py
 // takes them and records them in the checkpoint's "arch" metadata, and the demo model's.
-constexpr std::array<Architecture, 11> architectures = {{
+constexpr std::array<Architecture, 13> architectures = {{
     {"fasterrcnn_resnet18_fpn", &load_detector<fpn::FasterRCNNResNet18FPN>},
     {"fasterrcnn_resnet34_fpn", &load_detector<fpn::FasterRCNNResNet34FPN>},
     {"fasterrcnn_resnet50_fpn", &load_detector<fpn::FasterRCNNResNet50FPN>},
@@ -114,6 +115,8 @@ constexpr std::array<Architecture, 11> architectures = {{
     {"maskrcnn_resnet101_fpn", &load_detector<fpn::MaskRCNNResNet101FPN>},
     {"fasterrcnn_resnet50_fpn_v2", &load_detector<fpn::FasterRCNNResNet50FPNv2>},
     {"maskrcnn_resnet50_fpn_v2", &load_detector<fpn::MaskRCNNResNet50FPNv2>},
+    {"fasterrcnn_mobilenet_v3_large_fpn", &load_detector<fpn::FasterRCNNMobileNetV3LargeFPN>},
+    {"fasterrcnn_mobilenet_v3_large_320_fpn", &load_detector<fpn::FasterRCNNMobileNetV3Large320FPN>},
     {demo_arch, &load_detector<fpn::MaskRCNNShapesDemo>},
 }};
 
@@ -497,8 +500,9 @@ int run(Options& options) {
 
 int main(int argc, char** argv) {
   CLI::App app{
-      "Detects objects in images with a Faster R-CNN or Mask R-CNN on a ResNet-FPN backbone,\n"
-      "equal to torchvision 0.14's, prints them and writes them as one COCO results file.\n"
+      "Detects objects in images with a Faster R-CNN or Mask R-CNN on a ResNet-FPN backbone, or\n"
+      "a Faster R-CNN on MobileNetV3-Large-FPN, equal to torchvision 0.14's, prints them and\n"
+      "writes them as one COCO results file.\n"
       "Without --arch and --weights it runs the bundled demo model (five shapes, trained by\n"
       "tools/train_demo.py).",
       "fpn_detect"};
@@ -529,11 +533,13 @@ int main(int argc, char** argv) {
       ->capture_default_str();
   app.add_option("--min-size", options.min_size,
                  "resize so that the short side is this many pixels (torchvision's min_size; "
-                 "default: the weights' min_size metadata, else 800)...")
+                 "default: the weights' min_size metadata, else the builder's: 800, 320 for "
+                 "fasterrcnn_mobilenet_v3_large_320_fpn)...")
       ->check(CLI::PositiveNumber);
   app.add_option("--max-size", options.max_size,
                  "...unless the long side would exceed this (torchvision's max_size; default: "
-                 "the weights' max_size metadata, else 1333)")
+                 "the weights' max_size metadata, else the builder's: 1333, 640 for "
+                 "fasterrcnn_mobilenet_v3_large_320_fpn)")
       ->check(CLI::PositiveNumber);
   app.add_option("--max-pixels", options.max_pixels,
                  "refuse images of more pixels than this, from their header, before decoding")

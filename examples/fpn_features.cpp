@@ -1,5 +1,7 @@
-// fpn_features: runs the ResNet-FPN backbone of a converted torchvision detector on one image and
-// writes the feature pyramid P2..P6 (and, with --stages, the ResNet stages C2..C5) as safetensors.
+// fpn_features: runs the backbone (ResNet-FPN or MobileNetV3-Large-FPN) of a converted torchvision
+// detector on one image and writes the feature pyramid (P2..P6 of a ResNet-FPN; "0", "1", "pool"
+// of MobileNetV3-FPN) and, with --stages, the stage maps the FPN reads (the ResNet stages C2..C5;
+// MobileNetV3's stages 4 and 5) as safetensors.
 //
 //   fpn_features --arch resnet50_fpn --weights maskrcnn.safetensors --output features.safetensors
 //                photo.jpg
@@ -10,6 +12,7 @@
 #include <cstdio>
 #include <filesystem>
 #include <map>
+#include <span>
 #include <string>
 #include <string_view>
 #include <utility>
@@ -19,6 +22,7 @@
 #include "common/image_io.hpp"
 #include "fpn/io/safetensors.hpp"
 #include "fpn/nn/backbone.hpp"
+#include "fpn/nn/mobilenet_v3.hpp"
 #include "fpn/nn/transform.hpp"
 #include "fpn/nn/weights.hpp"
 
@@ -47,19 +51,40 @@ std::int64_t stride_log2(std::int64_t stride) {
   return log2;
 }
 
-// "p<log2 stride>" (p2..p6 for the R-CNN FPNs) when the strides are distinct, else torchvision's
-// key ("0", "1", "pool" of MobileNetV3-FPN, whose first two levels share stride 32).
-std::string level_name(const fpn::nn::FeaturePyramid& pyramid, std::size_t level) {
-  for (std::size_t other = 0; other < pyramid.size(); ++other) {
-    if (other != level && pyramid.strides[other] == pyramid.strides[level]) return pyramid.names[level];
+// Whether two of the strides are equal.
+bool strides_repeat(std::span<const std::int64_t> strides) {
+  for (std::size_t i = 0; i < strides.size(); ++i) {
+    for (std::size_t j = i + 1; j < strides.size(); ++j) {
+      if (strides[i] == strides[j]) return true;
+    }
   }
+  return false;
+}
+
+// "p<log2 stride>" (p2..p6 for the R-CNN FPNs) when the strides are distinct, else torchvision's
+// keys for every level ("0", "1", "pool" of MobileNetV3-FPN, whose first two levels share stride
+// 32), not a mix of both.
+std::string level_name(const fpn::nn::FeaturePyramid& pyramid, std::size_t level) {
+  if (strides_repeat(pyramid.strides)) return pyramid.names[level];
   return "p" + std::to_string(stride_log2(pyramid.strides[level]));
+}
+
+// The name of stage map `stage` the neck takes: "c<log2 stride>" (c2..c5 of a ResNet) when the
+// strides are distinct, else "stage<number>" by the body's stage number as torchvision's
+// returned_layers counts them (MobileNetV3's stages 4 and 5, both at stride 32).
+template <typename Backbone>
+std::string stage_name(std::size_t stage) {
+  if (strides_repeat(Backbone::taken_strides)) {
+    return fpn::detail::numbered("stage", Backbone::returned_stages::numbers[stage]);
+  }
+  return fpn::detail::numbered("c", stride_log2(Backbone::taken_strides[stage]));
 }
 
 template <typename Backbone>
 NamedTensors extract(const fpn::io::SafeTensors& weights, const fpn::nn::PreprocessedImage& image,
-                     bool stages) {
-  const Backbone backbone = Backbone::load(fpn::nn::WeightReader(weights));
+                     bool stages, bool check_arch) {
+  const Backbone backbone =
+      Backbone::load(fpn::nn::WeightReader(weights), fpn::nn::LoadOptions{.check_arch = check_arch});
   std::vector<Tensor<float>> outputs = backbone.forward_stages(image.tensor);
   const fpn::nn::FeaturePyramid pyramid = backbone.neck().forward(outputs);
   NamedTensors tensors;
@@ -68,8 +93,7 @@ NamedTensors extract(const fpn::io::SafeTensors& weights, const fpn::nn::Preproc
   }
   if (stages) {
     for (std::size_t stage = 0; stage < outputs.size(); ++stage) {
-      tensors.emplace_back("c" + std::to_string(stride_log2(Backbone::taken_strides[stage])),
-                           std::move(outputs[stage]));
+      tensors.emplace_back(stage_name<Backbone>(stage), std::move(outputs[stage]));
     }
   }
   return tensors;
@@ -77,17 +101,23 @@ NamedTensors extract(const fpn::io::SafeTensors& weights, const fpn::nn::Preproc
 
 struct Architecture {
   std::string_view name;
-  NamedTensors (*extract)(const fpn::io::SafeTensors&, const fpn::nn::PreprocessedImage&, bool);
+  NamedTensors (*extract)(const fpn::io::SafeTensors&, const fpn::nn::PreprocessedImage&, bool stages,
+                          bool check_arch);
+  // A detector builder whose files hold this backbone although its name does not end in it.
+  std::string_view also_in{};
 };
 
-// torchvision's resnet_fpn_backbone names, as in the detectors' "<kind>_<backbone>" arch names.
-// resnet50_fpn_v2 is the backbone of torchvision's *_resnet50_fpn_v2 builders (BatchNorm FPN).
-constexpr std::array<Architecture, 5> architectures = {{
+// torchvision's backbone names, as in the detectors' "<kind>_<backbone>" arch names.
+// resnet50_fpn_v2 is the backbone of torchvision's *_resnet50_fpn_v2 builders (BatchNorm FPN);
+// mobilenet_v3_large_fpn that of fasterrcnn_mobilenet_v3_large_fpn and of its 320 variant.
+constexpr std::array<Architecture, 6> architectures = {{
     {"resnet18_fpn", &extract<fpn::nn::ResNetFPN<18>>},
     {"resnet34_fpn", &extract<fpn::nn::ResNetFPN<34>>},
     {"resnet50_fpn", &extract<fpn::nn::ResNetFPN<50>>},
     {"resnet101_fpn", &extract<fpn::nn::ResNetFPN<101>>},
     {"resnet50_fpn_v2", &extract<fpn::nn::ResNetFPNv2<50>>},
+    {"mobilenet_v3_large_fpn", &extract<fpn::nn::MobileNetV3LargeFPN>,
+     "fasterrcnn_mobilenet_v3_large_320_fpn"},
 }};
 
 std::vector<std::string> architecture_names() {
@@ -104,7 +134,10 @@ const Architecture* architecture_from_weights(const fpn::io::SafeTensors& weight
                                     "' does not name its architecture; give --arch");
   }
   for (const Architecture& candidate : architectures) {
-    if (fpn::nn::detail::arch_has_backbone(found->second, candidate.name)) return &candidate;
+    if (fpn::nn::detail::arch_has_backbone(found->second, candidate.name) ||
+        found->second == candidate.also_in) {
+      return &candidate;
+    }
   }
   throw fpn::WeightError("weights file '" + weights.source() + "' is for " + found->second +
                          " (its \"arch\" metadata), whose backbone is none of " +
@@ -137,7 +170,12 @@ void run(const Options& options) {
   transform.max_size = options.max_size;
   const auto start = std::chrono::steady_clock::now();
   const fpn::nn::PreprocessedImage preprocessed = fpn::nn::preprocess(image.view(), transform);
-  const NamedTensors tensors = arch->extract(weights, preprocessed, options.stages);
+  // The backbone's load checks the weights' "arch" metadata against its name, except for a
+  // builder whose name does not end in it (checked here instead).
+  const auto stored = weights.metadata().find("arch");
+  const bool check_arch = stored == weights.metadata().end() || arch->also_in.empty() ||
+                          stored->second != arch->also_in;
+  const NamedTensors tensors = arch->extract(weights, preprocessed, options.stages, check_arch);
   const double seconds =
       std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
 
@@ -168,7 +206,7 @@ void run(const Options& options) {
               static_cast<long long>(preprocessed.tensor.dim(3)),
               static_cast<long long>(preprocessed.tensor.dim(2)), seconds);
   for (const auto& [name, tensor] : tensors) {
-    std::printf("  %-3s %s\n", name.c_str(), tensor.shape().str().c_str());
+    std::printf("  %-6s %s\n", name.c_str(), tensor.shape().str().c_str());
   }
   std::printf("wrote %s\n", options.output.string().c_str());
 }
@@ -177,10 +215,12 @@ void run(const Options& options) {
 
 int main(int argc, char** argv) {
   CLI::App app{
-      "Runs the ResNet-FPN backbone of a converted torchvision detector on IMAGE, preprocessed\n"
-      "as torchvision's GeneralizedRCNNTransform does (x / 255, ImageNet mean and std, bilinear\n"
-      "resize, zero padding to a multiple of 32), and writes its feature maps as safetensors:\n"
-      "p2..p6 as F32 [1, 256, H, W] at strides 4..64 of the padded image, c2..c5 with --stages.\n"
+      "Runs the ResNet-FPN or MobileNetV3-Large-FPN backbone of a converted torchvision detector\n"
+      "on IMAGE, preprocessed as torchvision's GeneralizedRCNNTransform does (x / 255, ImageNet\n"
+      "mean and std, bilinear resize, zero padding to a multiple of 32), and writes its feature\n"
+      "maps as safetensors, F32 [1, 256, H, W]: p2..p6 at strides 4..64 of the padded image for a\n"
+      "ResNet-FPN, c2..c5 with --stages; torchvision's keys 0, 1 (both stride 32) and pool\n"
+      "(stride 64) for MobileNetV3-FPN, stage4 and stage5 with --stages.\n"
       "The metadata records arch, weights, image, min_size, max_size, original_height/width,\n"
       "resized_height/width and padded_height/width.",
       "fpn_features"};
@@ -195,8 +235,9 @@ int main(int argc, char** argv) {
   app.add_option("--output", options.output, "where to write the features (safetensors)")
       ->required();
   app.add_flag("--stages", options.stages,
-               "also write the ResNet stage outputs c2..c5 (F32 [1, C, H, W], C = 64..512 for "
-               "ResNet-18/34, 256..2048 for ResNet-50/101)");
+               "also write the stage outputs the FPN reads (F32 [1, C, H, W]): the ResNet stages "
+               "c2..c5 (C = 64..512 for ResNet-18/34, 256..2048 for ResNet-50/101), MobileNetV3's "
+               "stage4 and stage5 (C = 160 and 960, both stride 32)");
   app.add_flag("--exif-transpose", options.exif_transpose,
                "turn the image upright by its EXIF Orientation tag, as PIL.ImageOps.exif_transpose "
                "does (by default it is ignored, as PIL's Image.open does)");

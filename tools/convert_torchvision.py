@@ -1,5 +1,6 @@
 #!/usr/bin/python3
-"""Convert a torchvision Faster/Mask R-CNN checkpoint into fpn safetensors weights.
+"""Convert a torchvision Faster/Mask R-CNN checkpoint (ResNet-FPN or MobileNetV3-Large-FPN) into fpn
+safetensors weights.
 
 The output keeps torchvision's parameter names and stores every tensor as F32 (or F16 with
 --fp16). Before writing, the checkpoint is checked against the architecture torchvision itself
@@ -29,6 +30,10 @@ ARCHS = [f"{head}_resnet{depth}_fpn" for head in ("fasterrcnn", "maskrcnn")
 # load, eps 1e-5), a two-conv RPN head and FastRCNNConvFCHead. Introduced in torchvision 0.13, so
 # they have no legacy names.
 V2_ARCHS = ["fasterrcnn_resnet50_fpn_v2", "maskrcnn_resnet50_fpn_v2"]
+# torchvision's MobileNetV3-Large FPN builders: one layout of weights (the 320 variant differs only
+# in its run-time defaults, which fpn takes from the arch), BatchNorm2d or FrozenBatchNorm2d in the
+# body with eps 1e-5, which torchvision never overwrites for them.
+MOBILENET_ARCHS = ["fasterrcnn_mobilenet_v3_large_fpn", "fasterrcnn_mobilenet_v3_large_320_fpn"]
 
 # Blocks per ResNet stage (He et al. 2016, table 1); R18/R34 use BasicBlock, R50/R101 Bottleneck.
 _STAGE_BLOCKS = {18: (2, 2, 2, 2), 34: (3, 4, 6, 3), 50: (3, 4, 6, 3), 101: (3, 4, 23, 3)}
@@ -76,6 +81,9 @@ frozen BatchNorm eps:
   weights), which were trained with eps=0.0: torchvision calls overwrite_eps(model, 0.0) after
   loading them (torchvision/models/detection/faster_rcnn.py and mask_rcnn.py). Convert those
   with --frozen-bn-eps 0.0; the value is stored in the output's metadata as "frozen_bn_eps".
+  0.0 is for those ResNet-50 v1 COCO checkpoints only. The MobileNetV3-Large FPN checkpoints
+  (fasterrcnn_mobilenet_v3_large_fpn and _320_fpn, COCO ones included) use eps 1e-5, which
+  torchvision never overwrites for them, so --frozen-bn-eps 0.0 with those archs is refused.
 
 exit status: 0 on success, 1 if the checkpoint cannot be read or does not fit --arch,
 2 on a usage error.
@@ -88,24 +96,31 @@ class ConversionError(Exception):
 
 def parse_args(argv):
     parser = argparse.ArgumentParser(
-        description="Convert a torchvision Faster/Mask R-CNN checkpoint (a state_dict saved with "
+        description="Convert a torchvision Faster/Mask R-CNN checkpoint (ResNet-FPN or "
+                    "MobileNetV3-Large-FPN; a state_dict saved with "
                     "torch.save, or a dict holding it under \"model\" or \"state_dict\") into "
                     "safetensors weights for fpn, keeping torchvision's parameter names.",
         epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--arch", required=True, choices=ARCHS + V2_ARCHS,
+    parser.add_argument("--arch", required=True, choices=ARCHS + V2_ARCHS + MOBILENET_ARCHS,
                         help="detector architecture (torchvision's builder name)")
     parser.add_argument("input", help="torchvision checkpoint (.pth)")
     parser.add_argument("output", help="safetensors file to write (replaced atomically)")
     parser.add_argument("--frozen-bn-eps", type=_non_negative_float, default=1e-5, metavar="EPS",
                         help="eps of the backbone's FrozenBatchNorm2d layers (default 1e-5; "
-                             "0.0 for torchvision's original R50 COCO checkpoints, see below)")
+                             "0.0 for torchvision's original ResNet-50 v1 COCO checkpoints only, "
+                             "never for MobileNetV3; see below)")
     parser.add_argument("--fp16", action="store_true",
                         help="store tensors as F16 instead of F32 (half the size, less precise)")
     parser.add_argument("--trust-pickle", action="store_true",
                         help="allow checkpoints that hold arbitrary Python objects (e.g. the "
                              "training args saved by torchvision's reference scripts); unpickling "
                              "them can run code, so use this only for files you trust")
-    return parser.parse_args(argv)
+    args = parser.parse_args(argv)
+    if args.arch in MOBILENET_ARCHS and args.frozen_bn_eps == 0.0:
+        parser.error(f"--frozen-bn-eps 0.0 is for torchvision's ResNet-50 v1 COCO checkpoints only: "
+                     f"{args.arch} checkpoints, COCO ones included, use eps 1e-5 (torchvision never "
+                     "overwrites it for MobileNetV3); omit --frozen-bn-eps")
+    return args
 
 
 def _non_negative_float(text):
@@ -188,7 +203,7 @@ def expected_shapes(arch, num_classes):
     from torchvision.models.detection import FasterRCNN, MaskRCNN
     from torchvision.models.detection.backbone_utils import resnet_fpn_backbone
 
-    if arch in V2_ARCHS:
+    if arch in V2_ARCHS + MOBILENET_ARCHS:
         # torchvision's own builder; its BatchNorm2d layers carry num_batches_tracked, training
         # state that fpn does not read (dropped like a FrozenBatchNorm2d checkpoint's).
         model = getattr(detection, arch)(weights=None, weights_backbone=None,
@@ -206,6 +221,10 @@ def expected_shapes(arch, num_classes):
 
 def guess_arch(names):
     """The arch whose backbone and heads the key names suggest, or None."""
+    # MobileNetV3-Large's body is torchvision's `features` Sequential: "backbone.body.<index>.",
+    # 0..16. Both MobileNet builders have the same names and shapes.
+    if any(name.startswith("backbone.body.16.") for name in names):
+        return " or ".join(MOBILENET_ARCHS)
     blocks = []
     for stage in range(1, 5):
         prefix = f"backbone.body.layer{stage}."
@@ -281,7 +300,9 @@ def arch_hint(state, expected, arch):
     if not any(name in state for name in expected):
         return "none of the expected names are present: is this a torchvision detection checkpoint?"
     guess = guess_arch(state)
-    return f"the checkpoint looks like --arch {guess}" if guess not in (None, arch) else ""
+    if guess is None or arch in guess.split(" or "):
+        return ""
+    return f"the checkpoint looks like --arch {guess}"
 
 
 def _shape(shape):
@@ -345,7 +366,7 @@ def main(argv=None):
     print(f"wrote {count} tensors to '{args.output}'")
     if renamed:
         print(f"renamed {renamed} tensors from torchvision's pre-0.13 names (see --help)")
-        if args.frozen_bn_eps != 0.0:
+        if args.frozen_bn_eps != 0.0 and args.arch not in MOBILENET_ARCHS:
             print(f"note: frozen_bn_eps is {args.frozen_bn_eps!r}; torchvision's original COCO "
                   "checkpoints need --frozen-bn-eps 0.0 (see --help)")
     return 0

@@ -7,6 +7,7 @@
 #include <optional>
 #include <tuple>
 
+#include "../support/detection_lists.hpp"
 #include "../support/detections.hpp"
 #include "../support/fixtures.hpp"
 #include "fpn/models/shapes_demo.hpp"
@@ -16,34 +17,13 @@ namespace fpn {
 namespace {
 
 using fpn::testing::match_detections;
+using fpn::testing::our_list;
+using fpn::testing::reference_list;
 using fpn::testing::MatchCriteria;
 using fpn::testing::ScoredBox;
 
 io::SafeTensors open_fixture(const std::string& file) {
   return io::SafeTensors::open(std::string(FPN_FIXTURE_DIR) + "/" + file);
-}
-
-std::vector<ScoredBox> reference_list(const io::SafeTensors& f, const std::string& boxes,
-                                      const std::string& scores, const std::string& labels) {
-  const Tensor<float> b = f.load_float(boxes);
-  const Tensor<float> s = f.load_float(scores);
-  std::vector<ScoredBox> list;
-  const Tensor<float> l = labels.empty() ? Tensor<float>(Shape{s.dim(0)}) : f.load_float(labels);
-  for (std::int64_t i = 0; i < s.dim(0); ++i) {
-    list.push_back({{b.at(i, 0), b.at(i, 1), b.at(i, 2), b.at(i, 3)}, s.at(i),
-                    static_cast<std::int64_t>(l.at(i))});
-  }
-  return list;
-}
-
-std::vector<ScoredBox> our_list(const Tensor<float>& boxes, const Tensor<float>& scores,
-                                const std::vector<std::int64_t>& labels) {
-  std::vector<ScoredBox> list;
-  for (std::int64_t i = 0; i < scores.dim(0); ++i) {
-    list.push_back({{boxes.at(i, 0), boxes.at(i, 1), boxes.at(i, 2), boxes.at(i, 3)},
-                    scores.at(i), labels.empty() ? 0 : labels[static_cast<std::size_t>(i)]});
-  }
-  return list;
 }
 
 // Runs the stage checks for one fixture case on detector type Detector.
@@ -59,15 +39,10 @@ void check_case(const std::string& name, std::size_t min_roi_detections = 50) {
   const Detector detector = Detector::load(nn::WeightReader(weights_file), params);
 
   // The image as torchvision saw it.
-  const Tensor<float> pixels = f.load_float("image");
-  std::vector<std::uint8_t> rgb(static_cast<std::size_t>(pixels.numel()));
-  for (std::int64_t i = 0; i < pixels.numel(); ++i) rgb[static_cast<std::size_t>(i)] = static_cast<std::uint8_t>(pixels.data()[i]);
-  const nn::ImageView view{rgb.data(), pixels.dim(0), pixels.dim(1)};
-  const nn::PreprocessedImage image = nn::preprocess(view, params.transform);
-  const Tensor<float> size = f.load_float("image_size");
-  ASSERT_EQ(image.resized_height, static_cast<std::int64_t>(size.at(0)));
-  ASSERT_EQ(image.resized_width, static_cast<std::int64_t>(size.at(1)));
-  ASSERT_TRUE(fpn::testing::tensors_close(image.tensor, f.load_float("tensor"), 1e-6));
+  std::vector<std::uint8_t> rgb;
+  const nn::PreprocessedImage image = fpn::testing::fixture_image(f, params.transform, rgb);
+  const nn::ImageView view{rgb.data(), image.original_height, image.original_width};
+  ASSERT_FALSE(::testing::Test::HasFailure());
 
   const nn::FeaturePyramid pyramid = detector.backbone().forward(image.tensor);
 

@@ -43,10 +43,14 @@ def seeded_state_dict(model, seed):
     return state
 
 
+MOBILENET_ARCHS = ["fasterrcnn_mobilenet_v3_large_fpn", "fasterrcnn_mobilenet_v3_large_320_fpn"]
+
+
 def build_model(arch):
-    if arch.endswith("_v2"):
+    if arch.endswith("_v2") or arch in MOBILENET_ARCHS:
         # torchvision's v2 builders: BatchNorm2d throughout (num_batches_tracked to drop), a
-        # two-conv RPN head, FastRCNNConvFCHead.
+        # two-conv RPN head, FastRCNNConvFCHead. The MobileNetV3 builders: BatchNorm2d in the
+        # body (weights=None), FPN over two stride-32 stages, 15 anchors per location.
         return getattr(detection, arch)(weights=None, weights_backbone=None,
                                         num_classes=NUM_CLASSES)
     head, depth, _ = arch.split("_")
@@ -100,7 +104,8 @@ class ConvertTorchvisionTest(unittest.TestCase):
         cls.checkpoints = {}
         for seed, arch in enumerate(["fasterrcnn_resnet18_fpn", "maskrcnn_resnet18_fpn",
                                      "fasterrcnn_resnet50_fpn", "maskrcnn_resnet50_fpn",
-                                     "fasterrcnn_resnet50_fpn_v2", "maskrcnn_resnet50_fpn_v2"]):
+                                     "fasterrcnn_resnet50_fpn_v2", "maskrcnn_resnet50_fpn_v2",
+                                     *MOBILENET_ARCHS]):
             cls.states[arch] = build_state_dict(arch, seed)
             cls.checkpoints[arch] = cls.path(f"{arch}.pth")
             torch.save(cls.states[arch], cls.checkpoints[arch])
@@ -323,6 +328,92 @@ class ConvertTorchvisionTest(unittest.TestCase):
                      "roi_heads.mask_head.3.1.weight"]:
             self.assertIn(name, tensors)
         self.assertEqual(tensors["roi_heads.box_head.5.weight"].shape, (1024, 256 * 7 * 7))
+
+    # MobileNetV3-Large FPN
+
+    def test_mobilenet_output_keeps_batch_norm_and_drops_counters(self):
+        for arch in MOBILENET_ARCHS:
+            with self.subTest(arch=arch):
+                state = self.states[arch]
+                self.assertTrue(any(name.endswith("num_batches_tracked") for name in state))
+                tensors, metadata = self.convert(arch, self.checkpoints[arch],
+                                                 self.path(f"{arch}_names.safetensors"))
+                self.assertEqual(metadata["arch"], arch)
+                self.assertEqual(metadata["frozen_bn_eps"], "1e-05")
+                self.assertFalse([name for name in tensors
+                                  if name.endswith("num_batches_tracked")])
+                # The stem's BatchNorm, a squeeze-excitation block, the last 1x1 conv's
+                # BatchNorm, the FPN over the two stride-32 stages (160 and 960 channels), and
+                # 15 anchors per location in the RPN head.
+                for name, shape in [("backbone.body.0.1.running_var", (16,)),
+                                    ("backbone.body.4.block.2.fc1.weight", (24, 72, 1, 1)),
+                                    ("backbone.body.16.1.weight", (960,)),
+                                    ("backbone.fpn.inner_blocks.0.0.weight", (256, 160, 1, 1)),
+                                    ("backbone.fpn.inner_blocks.1.0.weight", (256, 960, 1, 1)),
+                                    ("rpn.head.cls_logits.weight", (15, 256, 1, 1)),
+                                    ("rpn.head.bbox_pred.weight", (60, 256, 1, 1))]:
+                    self.assertEqual(tensors[name].shape, shape, name)
+                self.assertNotIn("backbone.fpn.inner_blocks.2.0.weight", tensors)
+
+    def test_mobilenet_refuses_frozen_bn_eps_zero(self):
+        for arch in MOBILENET_ARCHS:
+            with self.subTest(arch=arch):
+                output = self.path("mobilenet_eps.safetensors")
+                result = self.run_converter("--arch", arch, "--frozen-bn-eps", "0.0",
+                                            self.checkpoints[arch], output)
+                self.assertEqual(result.returncode, 2, result.stderr)
+                self.assertIn("--frozen-bn-eps 0.0 is for torchvision's ResNet-50 v1 COCO "
+                              "checkpoints only", result.stderr)
+                self.assertIn(f"{arch} checkpoints, COCO ones included, use eps 1e-5",
+                              result.stderr)
+                self.assertFalse(os.path.exists(output))
+        # An explicit 1e-5 is what they need, and fine.
+        _, metadata = self.convert(MOBILENET_ARCHS[0], self.checkpoints[MOBILENET_ARCHS[0]],
+                                   self.path("mobilenet_eps.safetensors"),
+                                   "--frozen-bn-eps", "1e-5")
+        self.assertEqual(metadata["frozen_bn_eps"], "1e-05")
+
+    def test_help_says_eps_zero_is_for_resnet50_v1_only(self):
+        result = self.run_converter("--help")
+        self.assertEqual(result.returncode, 0)
+        text = " ".join(result.stdout.split())
+        self.assertIn("0.0 is for those ResNet-50 v1 COCO checkpoints only", text)
+        self.assertIn("--frozen-bn-eps 0.0 with those archs is refused", text)
+        for arch in MOBILENET_ARCHS:
+            self.assertIn(arch, result.stdout)
+
+    def test_mobilenet_legacy_names_convert_without_the_eps_note(self):
+        # torchvision's MobileNetV3 COCO checkpoints (0.10) predate 0.13: the RPN head's conv and
+        # the FPN's convs have their legacy names, which torchvision renames when loading.
+        arch = "fasterrcnn_mobilenet_v3_large_fpn"
+        state = self.states[arch]
+        legacy = with_legacy_names(state, ("rpn", "fpn"))
+        renamed = len(set(legacy) - set(state))
+        self.assertEqual(renamed, 2 * (1 + 4))  # the RPN head's conv, the FPN's 2 + 2 convs
+        build_model(arch).load_state_dict(legacy)  # strict: every legacy name is renamed
+        checkpoint = self.save_checkpoint("legacy_mobilenet.pth", legacy)
+        result = self.run_converter("--arch", arch, checkpoint,
+                                    self.path("legacy_mobilenet.safetensors"))
+        self.assertEqual(result.returncode, 0, result.stderr)
+        self.assertIn(f"renamed {renamed} tensors from torchvision's pre-0.13 names", result.stdout)
+        self.assertNotIn("--frozen-bn-eps 0.0", result.stdout)
+        tensors, metadata = safetensors_io.load_file(self.path("legacy_mobilenet.safetensors"))
+        self.assert_bit_exact(tensors, state)
+        self.assertEqual(metadata["frozen_bn_eps"], "1e-05")
+
+    def test_mobilenet_and_resnet_checkpoints_are_told_apart(self):
+        result = self.run_converter("--arch", "fasterrcnn_resnet18_fpn",
+                                    self.checkpoints["fasterrcnn_mobilenet_v3_large_fpn"],
+                                    self.path("mobilenet_as_resnet.safetensors"))
+        self.assert_fails(result, "does not fit --arch fasterrcnn_resnet18_fpn",
+                          "the checkpoint looks like --arch fasterrcnn_mobilenet_v3_large_fpn or "
+                          "fasterrcnn_mobilenet_v3_large_320_fpn")
+        result = self.run_converter("--arch", "fasterrcnn_mobilenet_v3_large_320_fpn",
+                                    self.checkpoints["fasterrcnn_resnet18_fpn"],
+                                    self.path("resnet_as_mobilenet.safetensors"))
+        self.assert_fails(result, "does not fit --arch fasterrcnn_mobilenet_v3_large_320_fpn",
+                          'missing: "backbone.body.16.0.weight" expected [960, 160, 1, 1]',
+                          "the checkpoint looks like --arch fasterrcnn_resnet18_fpn")
 
     def test_faster_rcnn_checkpoint_for_mask_rcnn_lists_the_missing_mask_head(self):
         result = self.run_converter("--arch", "maskrcnn_resnet18_fpn",

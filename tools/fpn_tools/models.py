@@ -19,12 +19,21 @@ ARCHES = [f"{kind}_resnet{depth}_fpn" for kind in ("fasterrcnn", "maskrcnn")
 # BatchNorm2d in the backbone, the FPN, the box head (FastRCNNConvFCHead) and the mask head, and
 # a two-conv RPN head. Built by torchvision's own builder functions.
 V2_ARCHES = ["fasterrcnn_resnet50_fpn_v2", "maskrcnn_resnet50_fpn_v2"]
+# torchvision's MobileNetV3-Large FPN builders: the same weights, different run-time defaults (the
+# 320 variant: min_size 320, max_size 640, 150 RPN proposals before and after NMS; both: RPN
+# score_thresh 0.05). With weights=None, weights_backbone=None the body's norm is nn.BatchNorm2d
+# with eps 1e-5 (the builder passes its own norm_layer, so never MobileNetV3's eps 0.001).
+MOBILENET_ARCHES = ["fasterrcnn_mobilenet_v3_large_fpn", "fasterrcnn_mobilenet_v3_large_320_fpn"]
+ALL_ARCHES = ARCHES + V2_ARCHES + MOBILENET_ARCHES
 
 
 def parse_arch(arch):
-    """'maskrcnn_resnet50_fpn' -> ('maskrcnn', 50); 'maskrcnn_resnet50_fpn_v2' likewise."""
-    if arch not in ARCHES + V2_ARCHES:
-        raise ValueError(f"unknown arch {arch!r}, expected one of {', '.join(ARCHES + V2_ARCHES)}")
+    """'maskrcnn_resnet50_fpn' -> ('maskrcnn', 50); 'maskrcnn_resnet50_fpn_v2' likewise;
+    'fasterrcnn_mobilenet_v3_large_fpn' (and its 320 variant) -> ('fasterrcnn', None)."""
+    if arch not in ALL_ARCHES:
+        raise ValueError(f"unknown arch {arch!r}, expected one of {', '.join(ALL_ARCHES)}")
+    if is_mobilenet(arch):
+        return "fasterrcnn", None
     kind, resnet = arch.split("_")[:2]
     return kind, int(resnet[len("resnet"):])
 
@@ -33,11 +42,23 @@ def is_v2(arch):
     return arch in V2_ARCHES
 
 
+def is_mobilenet(arch):
+    return arch in MOBILENET_ARCHES
+
+
+def uses_batch_norm(arch):
+    """Whether torchvision's weights=None builder puts nn.BatchNorm2d in the model (calibrated by
+    calibrate_all) rather than FrozenBatchNorm2d in the backbone only (calibrate)."""
+    return is_v2(arch) or is_mobilenet(arch)
+
+
 def build_detector(arch, num_classes=91, eps=1e-5, **kwargs):
     """An untrained torchvision detector exactly as the arch's published checkpoints lay out."""
     kind, depth = parse_arch(arch)
-    if is_v2(arch):
+    if uses_batch_norm(arch):
         # weights=None builders use nn.BatchNorm2d (eps 1e-5) everywhere; eval mode folds it.
+        # The MobileNet builders' own defaults (rpn_score_thresh, the 320 variant's sizes) apply
+        # unless kwargs override them.
         builder = getattr(torchvision.models.detection, arch)
         model = builder(weights=None, weights_backbone=None, num_classes=num_classes, **kwargs)
         for module in model.modules():
@@ -117,7 +138,7 @@ def calibrate(model, seed, calibration_image=None):
 
 @torch.no_grad()
 def calibrate_all(model, seed, calibration_image=None):
-    """calibrate for models with BatchNorm2d beyond the backbone (the v2 builders): every
+    """calibrate for models built with nn.BatchNorm2d (the v2 and MobileNetV3 builders): every
     BatchNorm2d (backbone, FPN, box head, mask head) gets the statistics of its input on one
     image, the heads' on the RPN's proposals for it, so each stage's activations are of order
     one however deep the heads are."""
@@ -179,7 +200,7 @@ def save_seeded_detector(arch, path, seed, eps=1e-5, classifier_scale=1.0):
         # seeds differently in every process: without this, every run made other weights.
         torch.manual_seed(seed)
         model = build_detector(arch, eps=eps)
-        model = calibrate_all(model, seed) if is_v2(arch) else calibrate(model, seed)
+        model = calibrate_all(model, seed) if uses_batch_norm(arch) else calibrate(model, seed)
         model.roi_heads.box_predictor.cls_score.weight.mul_(classifier_scale)
     from .safetensors_io import save_file
     save_file(state_dict_for_export(model), path, metadata=export_metadata(arch, eps, 91))

@@ -82,9 +82,7 @@ class LastLevelP6P7 {
     }
     const std::int64_t stride = pyramid.strides.back();
     Tensor<float> p6 = p6_.forward(reads_stage ? stage->view() : pyramid.levels.back().view());
-    Tensor<float> p7_input = p6;
-    ops::relu_inplace<float>(p7_input.view());
-    Tensor<float> p7 = p7_.forward(p7_input);
+    Tensor<float> p7 = p7_.forward(ops::relu<float>(p6));
     pyramid.push_back("p6", 2 * stride, std::move(p6));
     pyramid.push_back("p7", 4 * stride, std::move(p7));
   }

@@ -13,16 +13,11 @@
 
 #include "fpn/models/two_stage_detector.hpp"
 
+#include "bench_weights.hpp"
+
 namespace {
 
-template <typename Detector>
-Detector load_detector(const std::string& arch) {
-  if (const char* dir = std::getenv("FPN_BENCH_WEIGHTS_DIR")) {
-    const std::filesystem::path path = std::filesystem::path(dir) / (arch + ".safetensors");
-    if (std::filesystem::exists(path)) return Detector::load(path);
-  }
-  return Detector::load(fpn::nn::WeightReader(std::make_shared<fpn::nn::SyntheticWeights>()));
-}
+using fpn::bench::load_detector;
 
 template <typename Detector>
 void register_detector(const std::string& arch) {

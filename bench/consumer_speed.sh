@@ -6,7 +6,7 @@
 #
 #   bench/consumer_speed.sh WEIGHTS IMAGE.png [BUILD_DIR (default build)] [repeats (default 3)]
 #
-# WEIGHTS: a maskrcnn_resnet50_fpn safetensors, e.g. the seeded one bench/compare_torchvision.py
+# WEIGHTS: a maskrcnn_resnet50_fpn safetensors, e.g. the seeded one bench/compare_peers.py
 # --work-dir DIR writes (DIR/maskrcnn_resnet50_fpn.safetensors, DIR/image_427x640.png).
 set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -27,7 +27,7 @@ cmake --build "${work}/build" --parallel 2 >/dev/null
 for program in detect_plain detect_native; do
   echo "${program}: $("${work}/build/${program}" "${weights}" "${work}/image.ppm" "${repeats}")"
 done
-# fpn_detect prints each image's detect time as "(N.NN s)"; the median of `repeats` runs.
+# fpn_detect prints each image's detect time as "(N.NNN s)"; the median of `repeats` runs.
 times=()
 for _ in $(seq "${repeats}"); do
   times+=("$("${build_dir}/examples/fpn_detect" --arch maskrcnn_resnet50_fpn --weights "${weights}" \

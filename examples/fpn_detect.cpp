@@ -448,14 +448,14 @@ int run(Options& options) {
     image_table.push_back({{"id", id}, {"file_name", path.string()}, {"height", image.height},
                            {"width", image.width}});
     if (!many) {
-      std::printf("%s, %lldx%lld: %zu detection%s with score > %g (%.2f s)\n", path.string().c_str(),
+      std::printf("%s, %lldx%lld: %zu detection%s with score > %g (%.3f s)\n", path.string().c_str(),
                   static_cast<long long>(image.width), static_cast<long long>(image.height),
                   detections.items.size(), detections.items.size() == 1 ? "" : "s",
                   static_cast<double>(options.score_thresh), seconds);
       print_detections(detections, names, options);
     } else {
       progress.clear();
-      std::printf("%lld %s: %zu detections (%.2f s)\n", static_cast<long long>(id),
+      std::printf("%lld %s: %zu detections (%.3f s)\n", static_cast<long long>(id),
                   path.string().c_str(), detections.items.size(), seconds);
       std::fflush(stdout);
     }

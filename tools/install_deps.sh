@@ -42,7 +42,7 @@ test_packages=(
   libgtest-dev libgmock-dev                   # unit tests
   libbenchmark-dev                            # bench/
   python3-torchvision python3-numpy python3-pil  # test fixtures and the weight converter
-  libopenblas0-pthread time                   # bench/compare_torchvision.py: the peer at its best, peak RSS
+  libopenblas0-pthread time                   # bench/compare_peers.py: the peer at its best, peak RSS
   clang                                       # libFuzzer (tools/run_fuzzers.sh) and ThreadSanitizer
 )
 

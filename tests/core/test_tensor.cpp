@@ -43,6 +43,34 @@ TEST(Tensor, CopiesAreDeepMovesAreCheap) {
   EXPECT_EQ(c.at(0, 0), 9.0f);
 }
 
+// Large tensors take whole 2 MiB pages (detail::aligned_allocate); small ones 64-byte alignment.
+// Under ASan, freeing either with the other's alignment is reported, so the moves and
+// assignments below between the two kinds check that each storage keeps its own deleter.
+TEST(Tensor, LargeStorageTakesWholeHugePagesAndKeepsValueSemantics) {
+  const Shape large{3, 1024, 1024};  // 12 MiB
+  Tensor<float> big(large, 2.5f);
+#if defined(__linux__) && !defined(FPN_NO_HUGE_PAGES)
+  EXPECT_EQ(reinterpret_cast<std::uintptr_t>(big.data()) % detail::huge_page_bytes, 0u);
+#endif
+  EXPECT_EQ(reinterpret_cast<std::uintptr_t>(big.data()) % detail::tensor_alignment, 0u);
+  big.data()[large.numel() - 1] = -1.0f;
+  Tensor<float> copy = big;
+  EXPECT_NE(copy.data(), big.data());
+  EXPECT_EQ(copy.data()[0], 2.5f);
+  EXPECT_EQ(copy.data()[large.numel() - 1], -1.0f);
+  Tensor<float> small(Shape{4}, 1.0f);
+  small = std::move(copy);  // the small storage freed with its alignment
+  EXPECT_EQ(small.numel(), large.numel());
+  copy = Tensor<float>(Shape{2}, 3.0f);  // a moved-from tensor takes a small storage again
+  EXPECT_EQ(copy.data()[1], 3.0f);
+  big = copy;  // the huge-page storage freed with its alignment
+  EXPECT_EQ(big.numel(), 2);
+  // Just below the threshold: ordinary 64-byte aligned storage.
+  Tensor<std::uint8_t> bytes(Shape{static_cast<std::int64_t>(detail::huge_page_min_bytes) - 1});
+  EXPECT_EQ(reinterpret_cast<std::uintptr_t>(bytes.data()) % detail::tensor_alignment, 0u);
+  EXPECT_EQ(bytes.data()[detail::huge_page_min_bytes - 2], 0);
+}
+
 TEST(Tensor, ViewsBorrowAndSliceTheBatch) {
   Tensor<float> tensor(Shape{3, 2, 2});
   for (int i = 0; i < 12; ++i) tensor.data()[i] = static_cast<float>(i);

@@ -101,17 +101,12 @@ import json, os, statistics, sys, time
 sys.path.insert(0, os.environ["FPN_TOOLS"])
 import numpy as np, torch, torchvision
 from fpn_tools import models
-from fpn_tools.safetensors_io import load_file
 arch, weights, image_path, repeats, threads = sys.argv[1:6]
 torch.set_num_threads(int(threads))
 torch.ones(64, 64) @ torch.ones(64, 64)  # loads the BLAS, to be named below
 with open("/proc/self/maps") as maps:
     blas = sorted({line.split()[-1] for line in maps if "blas" in line.split()[-1].lower()})
-model = models.build_detector(arch)
-tensors, _ = load_file(weights)
-model.load_state_dict({k: torch.from_numpy(v.copy()) for k, v in tensors.items()})
-del tensors
-model.eval()
+model = models.load_detector(arch, weights)
 rgb = np.load(image_path)
 image = models.image_tensor(rgb)
 times = []

@@ -147,12 +147,8 @@ def _load(arch, weights, image_npy):
     """(model with fixed_size set to the eager resize of this image, image tensor, eager size)."""
     import torch
     from fpn_tools import models
-    from fpn_tools.safetensors_io import load_file
     torch.manual_seed(0)
-    model = models.build_detector(arch)
-    tensors, _ = load_file(weights)
-    model.load_state_dict({k: torch.from_numpy(v.copy()) for k, v in tensors.items()})
-    model.eval()
+    model = models.load_detector(arch, weights)
     image = models.image_tensor(np.load(image_npy))
     with torch.no_grad():
         images, _ = model.transform([image])

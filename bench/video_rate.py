@@ -41,13 +41,9 @@ sys.path.insert(0, os.environ["FPN_TOOLS"])
 import numpy as np, torch
 from PIL import Image
 from fpn_tools import models
-from fpn_tools.safetensors_io import load_file
 arch, weights, folder, threads = sys.argv[1:5]
 torch.set_num_threads(int(threads))
-model = models.build_detector(arch)
-tensors, _ = load_file(weights)
-model.load_state_dict({k: torch.from_numpy(v.copy()) for k, v in tensors.items()})
-model.eval()
+model = models.load_detector(arch, weights)
 frames = [models.image_tensor(np.asarray(Image.open(os.path.join(folder, name)).convert("RGB")))
           for name in sorted(os.listdir(folder))]
 times, detections = [], 0

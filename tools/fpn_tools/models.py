@@ -189,6 +189,16 @@ def export_metadata(arch, eps, num_classes, source="seeded"):
             "torchvision": torchvision.__version__}
 
 
+def load_detector(arch, path):
+    """The arch's torchvision detector (build_detector) with the weights of a safetensors file
+    written by save_seeded_detector (or the converter's layout), in eval mode."""
+    from .safetensors_io import load_file
+    model = build_detector(arch)
+    tensors, _ = load_file(path)
+    model.load_state_dict({k: torch.from_numpy(v.copy()) for k, v in tensors.items()})
+    return model.eval()
+
+
 def save_seeded_detector(arch, path, seed, eps=1e-5, classifier_scale=1.0):
     """Builds, calibrates and writes a seeded detector; returns the model.
 

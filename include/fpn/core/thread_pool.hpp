@@ -37,6 +37,7 @@
 #endif
 
 #include "fpn/core/errors.hpp"
+#include "fpn/core/tensor.hpp"  // aligned_allocate, for SlotScratch
 
 namespace fpn {
 
@@ -290,20 +291,30 @@ void parallel_for_chunks(std::int64_t total, std::int64_t grain, Body&& body) {
   });
 }
 
-// Per-thread scratch for one parallel call: slot i's buffer is made on first use.
+// Per-thread scratch for one parallel call: slot i's buffer is made on first use, zero-filled
+// (the default) or left uninitialised for callers that write their buffer whole before reading
+// it (im2col's gather, a GEMM's assignment), which saves writing, and faulting in, every page
+// first. Large buffers take huge pages as tensors do (aligned_allocate).
+enum class ScratchFill { zeros, uninitialized };
+
 template <typename T>
 class SlotScratch {
  public:
-  SlotScratch(std::size_t size) : size_(size), buffers_(static_cast<std::size_t>(current_threads())) {}
+  explicit SlotScratch(std::size_t size, ScratchFill fill = ScratchFill::zeros)
+      : size_(size), fill_(fill), buffers_(static_cast<std::size_t>(current_threads())) {}
   T* get(int slot) {
-    std::vector<T>& buffer = buffers_[static_cast<std::size_t>(slot)];
-    if (buffer.size() != size_) buffer.resize(size_);
-    return buffer.data();
+    AlignedStorage<T>& buffer = buffers_[static_cast<std::size_t>(slot)];
+    if (!buffer && size_ > 0) {
+      buffer = aligned_allocate<T>(static_cast<std::int64_t>(size_));
+      if (fill_ == ScratchFill::zeros) std::fill_n(buffer.get(), size_, T{});
+    }
+    return buffer.get();
   }
 
  private:
   std::size_t size_;
-  std::vector<std::vector<T>> buffers_;
+  ScratchFill fill_;
+  std::vector<AlignedStorage<T>> buffers_;
 };
 
 }  // namespace detail

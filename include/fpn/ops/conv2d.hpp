@@ -128,40 +128,19 @@ inline bool winograd_pays(std::int64_t batch, std::int64_t in_channels, std::int
          batch * height * width >= winograd_min_pixels;
 }
 
-// One uninitialised scratch buffer per thread slot, made on first use: every caller below writes
-// its buffer whole (im2col's gather, a GEMM's assignment) before reading it, so no zero-fill
-// (std::vector's resize would write, and fault in, every page first). Large buffers take huge
-// pages as tensors do (detail::aligned_allocate).
-template <typename T>
-class UninitializedSlotScratch {
- public:
-  explicit UninitializedSlotScratch(std::size_t size)
-      : size_(size), buffers_(static_cast<std::size_t>(fpn::current_threads())) {}
-  T* get(int slot) {
-    fpn::detail::AlignedStorage<T>& buffer = buffers_[static_cast<std::size_t>(slot)];
-    if (!buffer && size_ > 0) buffer = fpn::detail::aligned_allocate<T>(static_cast<std::int64_t>(size_));
-    return buffer.get();
-  }
-
- private:
-  std::size_t size_;
-  std::vector<fpn::detail::AlignedStorage<T>> buffers_;
-};
-
 // Runs compute_tile(index, scratch of scratch_size values, split) for every tile. With enough
 // tiles each thread takes whole tiles, its GEMMs sequential (split false): no barrier per tile.
 // Otherwise the few tiles run in turn, each GEMM split across the threads (split true). The
 // scratch is uninitialised: compute_tile writes it before reading it.
 template <typename T, typename ComputeTile>
 void run_tiles(std::int64_t total_tiles, std::size_t scratch_size, const ComputeTile& compute_tile) {
+  fpn::detail::SlotScratch<T> scratch(scratch_size, fpn::detail::ScratchFill::uninitialized);
   if (total_tiles >= min_parallel_tiles) {
-    UninitializedSlotScratch<T> scratch(scratch_size);
     fpn::detail::parallel_for(total_tiles, [&](std::int64_t index, int slot) {
       compute_tile(index, scratch.get(slot), false);
     });
     return;
   }
-  UninitializedSlotScratch<T> scratch(scratch_size);
   for (std::int64_t index = 0; index < total_tiles; ++index) compute_tile(index, scratch.get(0), true);
 }
 

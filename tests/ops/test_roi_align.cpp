@@ -35,12 +35,46 @@ TEST(RoiAlign, MatchesTorchOnSeededCases) {
     const std::string key = "roi_align." + std::to_string(index) + ".";
     SCOPED_TRACE(key);
     const auto params = file.load_float(key + "params");
-    const RoiAlignParams align{static_cast<std::int64_t>(params.at(0)),
-                               static_cast<std::int64_t>(params.at(1)), params.at(2),
-                               static_cast<std::int64_t>(params.at(3)), params.at(4) != 0.0f};
-    const auto output =
-        roi_align(file.load_float(key + "features"), file.load_float(key + "boxes"), align);
-    EXPECT_TRUE(tensors_close(output, file.load_float(key + "output"), 1e-5));
+    RoiAlignParams align{static_cast<std::int64_t>(params.at(0)),
+                         static_cast<std::int64_t>(params.at(1)), params.at(2),
+                         static_cast<std::int64_t>(params.at(3)), params.at(4) != 0.0f};
+    // Both layouts, each against torch.
+    for (const auto layout : {RoiAlignParams::Layout::planar, RoiAlignParams::Layout::channels_last}) {
+      SCOPED_TRACE(layout == RoiAlignParams::Layout::planar ? "planar" : "channels_last");
+      align.layout = layout;
+      const auto output =
+          roi_align(file.load_float(key + "features"), file.load_float(key + "boxes"), align);
+      EXPECT_TRUE(tensors_close(output, file.load_float(key + "output"), 1e-5));
+    }
+  }
+}
+
+// The layouts sum the same terms in the same order per channel: on many boxes over a small map
+// (where automatic picks channels_last) they agree to float rounding of the products.
+TEST(RoiAlign, ChannelsLastEqualsPlanarOnManyBoxes) {
+  Tensor<float> features(Shape{2, 24, 9, 13});
+  for (std::int64_t i = 0; i < features.numel(); ++i) {
+    features.data()[i] = std::sin(0.37f * static_cast<float>(i)) * 3.0f;
+  }
+  Tensor<float> boxes(Shape{300, 5});
+  for (std::int64_t r = 0; r < 300; ++r) {
+    const float x = static_cast<float>((r * 7) % 50), y = static_cast<float>((r * 11) % 30);
+    const float w = 1.0f + static_cast<float>((r * 13) % 40), h = 0.5f + static_cast<float>((r * 5) % 30);
+    const float values[5] = {static_cast<float>(r % 2), x - 4.0f, y - 3.0f, x + w, y + h};
+    std::copy_n(values, 5, boxes.data() + 5 * r);
+  }
+  for (const std::int64_t sampling : {std::int64_t{2}, std::int64_t{-1}}) {
+    for (const bool aligned : {false, true}) {
+      RoiAlignParams params{7, 7, 0.25, sampling, aligned};
+      params.layout = RoiAlignParams::Layout::planar;
+      const Tensor<float> planar = roi_align(features, boxes, params);
+      params.layout = RoiAlignParams::Layout::channels_last;
+      const Tensor<float> channels_last = roi_align(features, boxes, params);
+      params.layout = RoiAlignParams::Layout::automatic;
+      const Tensor<float> automatic = roi_align(features, boxes, params);
+      EXPECT_TRUE(tensors_close(channels_last, planar, 1e-6));
+      EXPECT_TRUE(tensors_close(automatic, planar, 1e-6));
+    }
   }
 }
 

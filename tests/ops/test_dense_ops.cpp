@@ -1,11 +1,16 @@
 // max_pool2d, upsample_nearest, conv_transpose2d, linear, add and relu against torch.
 #include <gtest/gtest.h>
 
+#include <cmath>
+#include <random>
+#include <string>
+
 #include "../support/fixtures.hpp"
 #include "fpn/ops/conv_transpose2d.hpp"
 #include "fpn/ops/elementwise.hpp"
 #include "fpn/ops/linear.hpp"
 #include "fpn/ops/max_pool2d.hpp"
+#include "fpn/ops/packed_linear.hpp"
 #include "fpn/ops/upsample.hpp"
 
 namespace fpn::ops {
@@ -110,6 +115,75 @@ TEST(Linear, MatchesTorch) {
                                file.load_float(key + "bias"));
     EXPECT_TRUE(tensors_close(output, file.load_float(key + "output"), 1e-5));
   });
+}
+
+TEST(Linear, PackedWeightMatchesTorch) {
+  for_each_case("linear", 2, [](const std::string& key, const io::SafeTensors& file) {
+    const PackedLinearWeight weight(file.load_float(key + "weight"));
+    const auto output = linear(file.load_float(key + "input"), weight, file.load_float(key + "bias"));
+    EXPECT_TRUE(tensors_close(output, file.load_float(key + "output"), 1e-5));
+  });
+}
+
+// Every edge of the packed kernel: rows around its 6-row tiles and 288-row blocks, depth around
+// its 256-long slices, outputs around the 64-wide panels; with and without bias, each activation.
+// Reference: the sum in double.
+TEST(Linear, PackedWeightMatchesTheDefinitionOnEveryTileEdge) {
+  std::mt19937 generator(5);
+  std::uniform_real_distribution<float> uniform(-1.0f, 1.0f);
+  const auto random = [&](Shape shape) {
+    Tensor<float> tensor(shape);
+    for (std::int64_t i = 0; i < tensor.numel(); ++i) tensor.data()[i] = uniform(generator);
+    return tensor;
+  };
+  struct Case { std::int64_t rows, in, out; Activation activation; bool bias; };
+  const Case cases[] = {{1, 1, 1, Activation::identity, true},     {5, 255, 63, Activation::relu, true},
+                        {6, 256, 64, Activation::identity, false}, {7, 257, 65, Activation::hardswish, true},
+                        {13, 600, 130, Activation::relu, false},   {289, 300, 70, Activation::hardsigmoid, true},
+                        {300, 513, 129, Activation::relu, true}};
+  for (const Case& c : cases) {
+    const Tensor<float> x = random(Shape{c.rows, c.in});
+    const Tensor<float> w = random(Shape{c.out, c.in});
+    const Tensor<float> b = c.bias ? random(Shape{c.out}) : Tensor<float>();
+    const Tensor<float> y = linear(x, PackedLinearWeight(w), b, c.activation);
+    ASSERT_EQ(y.shape(), (Shape{c.rows, c.out}));
+    for (std::int64_t r = 0; r < c.rows; ++r) {
+      for (std::int64_t o = 0; o < c.out; ++o) {
+        double sum = c.bias ? b.data()[o] : 0.0, magnitude = std::abs(sum);
+        for (std::int64_t k = 0; k < c.in; ++k) {
+          const double term = double{x.data()[r * c.in + k]} * w.data()[o * c.in + k];
+          sum += term;
+          magnitude += std::abs(term);
+        }
+        const double expected = activate(c.activation, sum);
+        const double bound = 1e-6 * magnitude + 1e-6;  // ~16 float32 roundings of the terms' size
+        ASSERT_NEAR(y.data()[r * c.out + o], expected, bound)
+            << "rows " << c.rows << " in " << c.in << " out " << c.out << " at " << r << ", " << o;
+      }
+    }
+  }
+}
+
+TEST(Linear, PackedWeightRejectsBadShapesWithClearMessages) {
+  const PackedLinearWeight weight(Tensor<float>(Shape{3, 5}));
+  EXPECT_EQ(weight.in_features(), 5);
+  EXPECT_EQ(weight.out_features(), 3);
+  const auto message = [](auto&& call) {
+    try {
+      call();
+    } catch (const Error& error) {
+      return std::string(error.what());
+    }
+    return std::string("no error");
+  };
+  EXPECT_EQ(message([&] { (void)linear(Tensor<float>(Shape{2, 4}), weight, Tensor<float>()); }),
+            "linear: input must be [N, 5], got [2, 4]");
+  EXPECT_EQ(message([&] { (void)linear(Tensor<float>(Shape{2, 5}), weight, Tensor<float>(Shape{4})); }),
+            "linear: bias must be [3], got [4]");
+  EXPECT_EQ(message([&] { (void)linear(Tensor<float>(Shape{2, 5}), PackedLinearWeight(), Tensor<float>()); }),
+            "linear: the packed weight is empty (default-constructed)");
+  EXPECT_EQ(message([&] { (void)PackedLinearWeight(Tensor<float>(Shape{3})); }),
+            "PackedLinearWeight: weight must be [out >= 1, in >= 1], got [3]");
 }
 
 TEST(Elementwise, AddAndReluByHand) {

@@ -21,6 +21,7 @@
 #include "fpn/ops/conv2d.hpp"
 #include "fpn/ops/conv_transpose2d.hpp"
 #include "fpn/ops/linear.hpp"
+#include "fpn/ops/packed_linear.hpp"
 #include "fpn/ops/roi_align.hpp"
 
 namespace fpn {
@@ -180,6 +181,8 @@ TEST(ThreadCounts, LinearTransposedConvAndRoiAlignAreBitwiseEqual) {
   const Tensor<float> w = random_tensor(Shape{1024, 3136}, 8, 0.02f);
   const Tensor<float> b = random_tensor(Shape{1024}, 9);
   expect_same_at_every_thread_count([&] { return ops::linear<float>(x, w, b, ops::Activation::relu); });
+  const ops::PackedLinearWeight packed(w);
+  expect_same_at_every_thread_count([&] { return ops::linear(x, packed, b, ops::Activation::relu); });
 
   const Tensor<float> maps = random_tensor(Shape{8, 64, 14, 14}, 10);
   const Tensor<float> up = random_tensor(Shape{64, 64, 2, 2}, 11, 0.1f);

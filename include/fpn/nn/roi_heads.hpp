@@ -31,6 +31,7 @@
 #include "fpn/ops/conv_transpose2d.hpp"
 #include "fpn/ops/index_select.hpp"
 #include "fpn/ops/linear.hpp"
+#include "fpn/ops/packed_linear.hpp"
 #include "fpn/ops/nms.hpp"
 
 namespace fpn::nn {
@@ -59,13 +60,15 @@ struct BoxDetections {
 };
 
 // A linear layer "<name>.weight" [out, in], "<name>.bias" [out].
+// The weight is packed for its GEMM at load (ops::PackedLinearWeight), the layout every call reads.
 struct Linear {
-  Tensor<float> weight;
+  ops::PackedLinearWeight weight;
   Tensor<float> bias;
   static Linear load(const WeightReader& weights, std::string_view name, std::int64_t in,
                      std::int64_t out) {
     const WeightReader scope = weights.child(name);
-    return {scope.load("weight", Shape{out, in}), scope.load("bias", Shape{out})};
+    return {ops::PackedLinearWeight(scope.load("weight", Shape{out, in})),
+            scope.load("bias", Shape{out})};
   }
   Tensor<float> forward(TensorView<const float> x,
                         ops::Activation activation = ops::Activation::identity) const {

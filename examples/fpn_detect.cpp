@@ -393,8 +393,8 @@ void check_options(Options& options) {
   if (!options.shard_spec.empty()) options.shard = fpn::examples::parse_shard(options.shard_spec);
   if (!options.resume.empty()) {
     fpn::examples::check_output_file(options.resume, "resume file");
-    if (same_file(options.resume, options.json) ||
-        same_file(options.resume, image_table_path(options.json))) {
+    if (!options.json.empty() && (same_file(options.resume, options.json) ||
+                                  same_file(options.resume, image_table_path(options.json)))) {
       throw fpn::examples::UsageError("--resume '" + options.resume.string() +
                                       "' would be overwritten by --json's outputs");
     }
@@ -516,8 +516,11 @@ int run(Options& options) {
   const bool batch = !options.shard_spec.empty() || !options.resume.empty();
   const bool many = images.size() > 1 || fs::is_directory(options.inputs.front()) || batch;
   if (many && !options.output.empty()) {
-    throw fpn::examples::UsageError("--output draws one image; for " + std::to_string(images.size()) +
-                                    " images, or with --shard or --resume, use --output-dir");
+    throw fpn::examples::UsageError(
+        "--output draws one image; " +
+        (batch ? std::string("with --shard or --resume")
+               : "for " + std::to_string(images.size()) + " images") +
+        " use --output-dir");
   }
   const std::vector<fs::path> drawn =
       options.output_dir.empty() ? std::vector<fs::path>{} : drawn_paths(images, options.output_dir);

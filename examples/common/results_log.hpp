@@ -89,7 +89,8 @@ inline ShardSpec parse_shard(std::string_view text) {
   const auto number = [&](std::string_view digits, std::int64_t& value) {
     const auto end = digits.data() + digits.size();
     const auto parsed = std::from_chars(digits.data(), end, value);
-    return !digits.empty() && digits.front() != '-' && parsed.ec == std::errc() && parsed.ptr == end;
+    return !digits.empty() && digits.front() != '-' && parsed.ec == std::errc() &&
+           parsed.ptr == end;
   };
   const std::size_t slash = text.find('/');
   ShardSpec shard;
@@ -124,12 +125,14 @@ class ResultsLog {
       const int error = errno;
       close_quietly();
       throw IoError("resume file '" + path_.string() + "' is " +
-                    (error == EWOULDBLOCK ? "in use by another process (the same shard running twice?)"
-                                          : "not lockable: " + std::string(std::strerror(error))));
+                    (error == EWOULDBLOCK
+                         ? "in use by another process (the same shard running twice?)"
+                         : "not lockable: " + std::string(std::strerror(error))));
     }
     try {
       const std::uint64_t kept = read_existing(header, on_record);
-      if (::ftruncate(fd_, static_cast<off_t>(kept)) != 0) fail("cannot cut off its torn last line");
+      if (::ftruncate(fd_, static_cast<off_t>(kept)) != 0)
+        fail("cannot cut off its torn last line");
       if (kept == 0) {
         append(header);
         sync_directory();
@@ -187,7 +190,8 @@ class ResultsLog {
     std::size_t number = 0;
     for (std::string line; std::getline(in, line);) {
       if (in.eof()) {  // no newline after it: a write cut short by a kill
-        std::fprintf(stderr, "fpn_detect: resume file '%s': cut off its torn last line (%zu bytes)\n",
+        std::fprintf(stderr,
+                     "fpn_detect: resume file '%s': cut off its torn last line (%zu bytes)\n",
                      path_.c_str(), line.size());
         break;
       }
@@ -210,7 +214,8 @@ class ResultsLog {
     return kept;
   }
 
-  void check_header(const nlohmann::ordered_json& found, const nlohmann::ordered_json& expected) const {
+  void check_header(const nlohmann::ordered_json& found,
+                    const nlohmann::ordered_json& expected) const {
     const std::string where = "resume file '" + path_.string() + "'";
     if (!found.is_object() || !found.contains("format") || found["format"] != expected["format"]) {
       throw IoError(where + " is not an fpn_detect results log (its first line is not a " +
@@ -220,7 +225,8 @@ class ResultsLog {
       if (found.contains(key) && found[key] == value) continue;
       throw IoError(where + " was written by another run: its \"" + key + "\" is " +
                     (found.contains(key) ? found[key].dump() : "missing") + ", this run's is " +
-                    value.dump() + "; resume with the same inputs, weights, options and --shard, "
+                    value.dump() +
+                    "; resume with the same inputs, weights, options and --shard, "
                     "or give a new file");
     }
   }

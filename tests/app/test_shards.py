@@ -131,12 +131,14 @@ class ShardSpecs(ShardTestCase):
 
 class Shards(ShardTestCase):
     def test_four_shards_merge_to_the_single_run(self):
-        single = [json.loads(line.rstrip(",")) for line in SINGLE["json"].decode().splitlines()[1:-1]]
+        single = [json.loads(line.rstrip(","))
+                  for line in SINGLE["json"].decode().splitlines()[1:-1]]
         for k in range(4):
             result = self.shard(k, 4)
             self.assert_exit(result, 0)
             mine = [i for i in range(SCENES) if i % 4 == k]
-            self.assertIn(f"shard {k}/4: {len(mine)} of {SCENES} images, 0 already in", result.stdout)
+            self.assertIn(f"shard {k}/4: {len(mine)} of {SCENES} images, 0 already in",
+                          result.stdout)
             # The shard's own --json: its images' entries of the single run, ids unchanged.
             entries = json.loads(read(self.path(f"shard_{k}.json")))
             self.assertEqual(entries, [e for e in single if e["image_id"] in mine])
@@ -170,8 +172,8 @@ class MergeRefusals(ShardTestCase):
     def setUpClass(cls):
         cls.logs = tempfile.mkdtemp(prefix="logs_", dir=WORK)
         for k in range(4):
-            result = run("--shard", f"{k}/4", "--resume", os.path.join(cls.logs, f"shard_{k}.jsonl"),
-                         "scenes")
+            result = run("--shard", f"{k}/4",
+                         "--resume", os.path.join(cls.logs, f"shard_{k}.jsonl"), "scenes")
             assert result.returncode == 0, result.stderr
 
     @classmethod
@@ -289,7 +291,8 @@ class KillAndResume(ShardTestCase):
 
         result = run(*self.resume_command()[1:])
         self.assert_exit(result, 0)
-        self.assertIn(f"shard 0/1: {SCENES} of {SCENES} images, {len(done)} already in", result.stdout)
+        self.assertIn(f"shard 0/1: {SCENES} of {SCENES} images, {len(done)} already in",
+                      result.stdout)
         self.assertIn(f"{SCENES - len(done)} images in ", result.stdout)
         self.assertEqual(self.logged_ids(), list(range(SCENES)))  # nothing lost or twice
         self.assert_equals_single(self.path("run.json"))
@@ -311,7 +314,7 @@ class KillAndResume(ShardTestCase):
         result = run(*self.resume_command()[1:])
         self.assert_exit(result, 0)
         self.assertIn(f"cut off its torn last line ({len(torn)} bytes)", result.stderr)
-        self.assertIn(f"6 already in", result.stdout)
+        self.assertIn("6 already in", result.stdout)
         self.assertEqual(read(self.path("run.jsonl")), b"".join(lines))
         self.assert_equals_single(self.path("run.json"))
 
@@ -508,7 +511,8 @@ class Slurm(ShardTestCase):
             self.assertIn(", 1 threads, job ", log)
             self.assertEqual(len(self.log_lines(f"run/shard_{k}.jsonl")),
                              1 + len(range(k, SCENES, 4)))
-        self.assertIn(f"merged 4 shards: {SCENES} images", read(self.path("run/logs/merge.out"), "r"))
+        self.assertIn(f"merged 4 shards: {SCENES} images",
+                      read(self.path("run/logs/merge.out"), "r"))
         self.assert_equals_single(self.path("run/results.json"))
 
 

@@ -5,6 +5,7 @@
 //   fpn_detect --arch maskrcnn_resnet50_fpn --weights maskrcnn.safetensors
 //              --json detections.json --output detections.png photo.jpg
 //   fpn_detect --weights W.safetensors --json all.json --output-dir drawn/ photos/ more.png
+//   fpn_detect --weights W.safetensors --shard 2/8 --resume shard_2.jsonl --json shard_2.json photos/
 //
 // Weights are torchvision checkpoints converted by tools/convert_torchvision.py, or the demo model
 // of tools/train_demo.py, found beside the program (build tree) or in ../share/fpn (install tree).
@@ -20,6 +21,8 @@
 #include <filesystem>
 #include <functional>
 #include <iostream>
+#include <map>
+#include <memory>
 #include <nlohmann/json.hpp>
 #include <optional>
 #include <set>
@@ -32,6 +35,7 @@
 #include "common/coco.hpp"
 #include "common/draw.hpp"
 #include "common/image_io.hpp"
+#include "common/results_log.hpp"
 #include "fpn/io/atomic_file.hpp"
 #include "fpn/io/safetensors.hpp"
 #include "fpn/models/faster_rcnn_mobilenet.hpp"
@@ -43,6 +47,7 @@ namespace {
 namespace fs = std::filesystem;
 using fpn::Detection;
 using fpn::Detections;
+using fpn::examples::ResultsLog;
 using fpn::examples::RgbImage;
 
 constexpr std::string_view demo_arch = "maskrcnn_shapes_demo";
@@ -55,6 +60,9 @@ struct Options {
   fs::path output;     // one image drawn here (PNG)
   fs::path output_dir; // every image drawn here as <name>.png
   std::vector<fs::path> inputs;
+  std::string shard_spec;  // --shard K/N as given, parsed into `shard` by check_options
+  fpn::examples::ShardSpec shard;
+  fs::path resume;  // the results log (JSON Lines) to append to and resume from
   float score_thresh = 0.05f;  // torchvision's box_score_thresh
   std::int64_t min_size = 0;   // 0: the weights' "min_size" metadata, else the builder's (800)
   std::int64_t max_size = 0;   // 0: the weights' "max_size" metadata, else the builder's (1333)
@@ -208,8 +216,9 @@ double json_number(float value) {
 }
 
 // One image's entries of the COCO results format (https://cocodataset.org/#format-results).
-void append_coco_results(std::string& text, const Detections& detections, std::int64_t image_id,
-                         const std::vector<std::string>& names) {
+nlohmann::ordered_json coco_results(const Detections& detections, std::int64_t image_id,
+                                    const std::vector<std::string>& names) {
+  nlohmann::ordered_json results = nlohmann::ordered_json::array();
   for (const Detection& detection : detections.items) {
     nlohmann::ordered_json entry;
     entry["image_id"] = image_id;
@@ -227,8 +236,17 @@ void append_coco_results(std::string& text, const Detections& detections, std::i
       entry["segmentation"] = {{"size", {detections.image_height, detections.image_width}},
                                {"counts", fpn::examples::rle_to_string(counts)}};
     }
-    text += (text.size() == 1 ? "\n" : ",\n") + entry.dump();
+    results.push_back(std::move(entry));
   }
+  return results;
+}
+
+// The entries as --json writes them, one a line. An entry read back from a results log dumps to
+// the same text: each number was written as the shortest text that reads back as its double.
+std::string joined_entries(const nlohmann::ordered_json& results) {
+  std::string text;
+  for (const auto& entry : results) text += (text.empty() ? "" : ",\n") + entry.dump();
+  return text;
 }
 
 void print_detections(const Detections& detections, const std::vector<std::string>& names,
@@ -355,8 +373,32 @@ class ProgressBar {
   std::chrono::steady_clock::time_point start_;
 };
 
+bool same_file(const fs::path& a, const fs::path& b) {
+  std::error_code a_error;
+  std::error_code b_error;
+  const fs::path a_path = fs::weakly_canonical(a, a_error);
+  const fs::path b_path = fs::weakly_canonical(b, b_error);
+  return !a.empty() && !b.empty() && !a_error && !b_error && a_path == b_path;
+}
+
+// NAME.images.json beside --json NAME.json: the "images" section of a COCO annotation file.
+fs::path image_table_path(const fs::path& json) {
+  fs::path table = json;
+  table.replace_extension(".images.json");
+  return table;
+}
+
 void check_options(Options& options) {
   if (options.inputs.empty()) throw fpn::examples::UsageError("give at least one IMAGE");
+  if (!options.shard_spec.empty()) options.shard = fpn::examples::parse_shard(options.shard_spec);
+  if (!options.resume.empty()) {
+    fpn::examples::check_output_file(options.resume, "resume file");
+    if (!options.json.empty() && (same_file(options.resume, options.json) ||
+                                  same_file(options.resume, image_table_path(options.json)))) {
+      throw fpn::examples::UsageError("--resume '" + options.resume.string() +
+                                      "' would be overwritten by --json's outputs");
+    }
+  }
   if (!options.output.empty() && !options.output_dir.empty()) {
     throw fpn::examples::UsageError("--output and --output-dir exclude each other");
   }
@@ -366,11 +408,7 @@ void check_options(Options& options) {
   if (!options.json.empty()) fpn::examples::check_output_file(options.json, "JSON");
   if (!options.output.empty()) {
     fpn::examples::check_output_file(options.output, "image");
-    std::error_code output_error;
-    std::error_code json_error;
-    const fs::path output = fs::weakly_canonical(options.output, output_error);
-    const fs::path json = fs::weakly_canonical(options.json, json_error);
-    if (!options.json.empty() && !output_error && !json_error && output == json) {
+    if (same_file(options.output, options.json)) {
       throw fpn::ArgumentError("--json and --output name the same file '" + options.json.string() + "'");
     }
   }
@@ -382,14 +420,107 @@ void check_options(Options& options) {
   }
 }
 
+// One image's outcome, as --json, NAME.images.json and the results log hold it.
+struct ImageOutcome {
+  std::string file_name;
+  std::int64_t width = 0;
+  std::int64_t height = 0;
+  std::string entries;  // its COCO result entries, joined_entries()
+  bool failed = false;  // could not be read: in no output, retried on resume
+};
+using Outcomes = std::map<std::int64_t, ImageOutcome>;  // by image_id, the order of the outputs
+
+// The results log's header: everything that decides which images a run reads and what it
+// detects in them. (Not --threads: the detections are the same for any thread count.)
+nlohmann::ordered_json results_log_header(const std::vector<fs::path>& images, const Options& options) {
+  fpn::examples::Fingerprint inputs;
+  for (const fs::path& image : images) {
+    inputs.add(image.string());
+    inputs.add(std::string_view("\0", 1));  // no file name holds a NUL
+  }
+  nlohmann::ordered_json header;
+  header["format"] = "fpn_detect results log 1";
+  header["shard"] = options.shard.str();
+  header["inputs"] = {{"count", images.size()}, {"fnv1a64", inputs.hex()}};
+  header["weights"] = fpn::examples::file_fingerprint(options.weights);
+  header["arch"] = options.arch;
+  header["score_thresh"] = json_number(options.score_thresh);
+  header["min_size"] = options.min_size;
+  header["max_size"] = options.max_size;
+  header["max_pixels"] = options.max_pixels;
+  header["exif_transpose"] = options.exif_transpose;
+  return header;
+}
+
+// Takes the image lines of a results log written before, checked against this run's images.
+ResultsLog::OnRecord take_logged_outcome(Outcomes& outcomes, const std::vector<fs::path>& images,
+                                         const Options& options) {
+  return [&outcomes, &images, &options](const nlohmann::ordered_json& record, std::size_t line) {
+    const auto refuse = [&](const std::string& what) {
+      throw fpn::IoError("resume file '" + options.resume.string() + "' line " +
+                         std::to_string(line) + ": " + what);
+    };
+    try {
+      const auto id = record.at("image_id").get<std::int64_t>();
+      if (id < 0 || id >= static_cast<std::int64_t>(images.size()) ||
+          !options.shard.contains(static_cast<std::size_t>(id))) {
+        refuse("image_id " + std::to_string(id) + " is not an image of shard " + options.shard.str());
+      }
+      ImageOutcome outcome;
+      outcome.file_name = images[static_cast<std::size_t>(id)].string();
+      if (record.at("file_name") != outcome.file_name) {
+        refuse("image " + std::to_string(id) + " is " + record.at("file_name").dump() +
+               ", this run's is '" + outcome.file_name + "'");
+      }
+      const auto found = outcomes.find(id);
+      if (found != outcomes.end() && !found->second.failed) {
+        refuse("image " + std::to_string(id) + " ('" + outcome.file_name + "') is in it twice");
+      }
+      outcome.failed = record.contains("error");
+      if (!outcome.failed) {
+        outcome.width = record.at("width").get<std::int64_t>();
+        outcome.height = record.at("height").get<std::int64_t>();
+        outcome.entries = joined_entries(record.at("results"));
+      }
+      outcomes[id] = std::move(outcome);
+    } catch (const nlohmann::json::exception& error) {
+      refuse(std::string("not an image record (") + error.what() + ")");
+    }
+  };
+}
+
+// --json's results and NAME.images.json, in image_id order.
+void write_outputs(const Outcomes& outcomes, const Options& options, bool many) {
+  std::string json = "[";
+  nlohmann::ordered_json image_table = nlohmann::ordered_json::array();
+  for (const auto& [id, outcome] : outcomes) {
+    if (outcome.failed) continue;
+    if (!outcome.entries.empty()) json += (json.size() == 1 ? "\n" : ",\n") + outcome.entries;
+    image_table.push_back({{"id", id}, {"file_name", outcome.file_name}, {"height", outcome.height},
+                           {"width", outcome.width}});
+  }
+  json += json.size() == 1 ? "]\n" : "\n]\n";
+  if (options.json.empty()) return;
+  if (many) {
+    // The results format has no room for file names: they go beside it, as the "images"
+    // section of a COCO annotation file ({id, file_name, height, width}).
+    fpn::io::write_file_atomically(image_table_path(options.json), image_table.dump(1) + "\n");
+  }
+  fpn::io::write_file_atomically(options.json, json);
+}
+
 int run(Options& options) {
   // Everything that can be checked cheaply is checked before the weights are read.
   check_options(options);
   const std::vector<fs::path> images = expand_inputs(options.inputs);
-  const bool many = images.size() > 1 || fs::is_directory(options.inputs.front());
+  const bool batch = !options.shard_spec.empty() || !options.resume.empty();
+  const bool many = images.size() > 1 || fs::is_directory(options.inputs.front()) || batch;
   if (many && !options.output.empty()) {
-    throw fpn::examples::UsageError("--output draws one image; for " + std::to_string(images.size()) +
-                                    " images use --output-dir");
+    throw fpn::examples::UsageError(
+        "--output draws one image; " +
+        (batch ? std::string("with --shard or --resume")
+               : "for " + std::to_string(images.size()) + " images") +
+        " use --output-dir");
   }
   const std::vector<fs::path> drawn =
       options.output_dir.empty() ? std::vector<fs::path>{} : drawn_paths(images, options.output_dir);
@@ -416,18 +547,40 @@ int run(Options& options) {
   }
   const Architecture& arch = find_architecture(options.arch);
   check_weights_arch(weights, arch.name);
+  // The log is opened (and checked against this run) before the model is loaded.
+  Outcomes outcomes;
+  std::unique_ptr<ResultsLog> log;
+  if (!options.resume.empty()) {
+    log = std::make_unique<ResultsLog>(options.resume, results_log_header(images, options),
+                                       take_logged_outcome(outcomes, images, options));
+  }
   const LoadedDetector detector = arch.load(weights, options);
   const std::vector<std::string> names = class_names(detector);
   std::printf("%s: %s loaded in %.2f s\n", std::string(arch.name).c_str(),
               options.weights.string().c_str(), seconds_since(load_start));
 
-  std::string json = "[";
-  nlohmann::ordered_json image_table = nlohmann::ordered_json::array();
-  std::size_t failed = 0;
-  const ProgressBar progress(images.size());
-  const auto detect_start = std::chrono::steady_clock::now();
+  std::vector<std::size_t> todo;  // this run's images: the shard's, less those already logged
+  std::size_t in_shard = 0;
   for (std::size_t index = 0; index < images.size(); ++index) {
+    if (!options.shard.contains(index)) continue;
+    ++in_shard;
+    const auto logged = outcomes.find(static_cast<std::int64_t>(index));
+    if (logged == outcomes.end() || logged->second.failed) todo.push_back(index);
+  }
+  if (batch) {
+    std::printf("shard %s: %zu of %zu images", options.shard.str().c_str(), in_shard, images.size());
+    if (log) std::printf(", %zu already in %s", in_shard - todo.size(), options.resume.c_str());
+    std::printf("\n");
+    std::fflush(stdout);
+  }
+
+  std::size_t failed = 0;
+  const ProgressBar progress(todo.size());
+  const auto detect_start = std::chrono::steady_clock::now();
+  for (std::size_t done = 0; done < todo.size(); ++done) {
+    const std::size_t index = todo[done];
     const fs::path& path = images[index];
+    const auto id = static_cast<std::int64_t>(index);
     RgbImage image;
     if (single) {
       image = std::move(*single);
@@ -436,17 +589,17 @@ int run(Options& options) {
         image = fpn::examples::load_image_rgb(path, decode_options(options));
       } catch (const fpn::Error& error) {
         ++failed;  // in a folder, one bad file does not stop the others; the exit status says so
-        progress.message(std::string("fpn_detect: skipped: ") + error.what(), index + 1);
+        progress.message(std::string("fpn_detect: skipped: ") + error.what(), done + 1);
+        if (log) log->append({{"image_id", id}, {"file_name", path.string()}, {"error", error.what()}});
+        outcomes[id] = {path.string(), 0, 0, "", true};
         continue;
       }
     }
     const auto start = std::chrono::steady_clock::now();
     Detections detections = detector.detect(image);
     const double seconds = seconds_since(start);
-    const auto id = static_cast<std::int64_t>(index);
-    append_coco_results(json, detections, id, names);
-    image_table.push_back({{"id", id}, {"file_name", path.string()}, {"height", image.height},
-                           {"width", image.width}});
+    nlohmann::ordered_json results = coco_results(detections, id, names);
+    ImageOutcome outcome{path.string(), image.width, image.height, joined_entries(results), false};
     if (!many) {
       std::printf("%s, %lldx%lld: %zu detection%s with score > %g (%.3f s)\n", path.string().c_str(),
                   static_cast<long long>(image.width), static_cast<long long>(image.height),
@@ -470,27 +623,23 @@ int run(Options& options) {
                                      fpn::examples::style_for(image.height, image.width));
       fpn::examples::save_png_atomically(target, image);
     }
-    progress.update(index + 1);
+    // Logged last, once everything for the image is done: a run killed before this line redoes it.
+    if (log) {
+      log->append({{"image_id", id}, {"file_name", outcome.file_name}, {"width", outcome.width},
+                   {"height", outcome.height}, {"results", std::move(results)}});
+    }
+    outcomes[id] = std::move(outcome);
+    progress.update(done + 1);
   }
-  json += json.size() == 1 ? "]\n" : "\n]\n";
   if (many) {
     const double seconds = seconds_since(detect_start);
-    std::printf("%zu images in %.1f s (%.2f images/s)%s\n", images.size() - failed, seconds,
-                seconds > 0 ? static_cast<double>(images.size() - failed) / seconds : 0.0,
+    std::printf("%zu images in %.1f s (%.2f images/s)%s\n", todo.size() - failed, seconds,
+                seconds > 0 ? static_cast<double>(todo.size() - failed) / seconds : 0.0,
                 failed ? (", " + std::to_string(failed) + " skipped").c_str() : "");
   }
-  if (!options.json.empty()) {
-    if (many) {
-      // The results format has no room for file names: they go beside it, as the "images"
-      // section of a COCO annotation file ({id, file_name, height, width}).
-      fs::path table = options.json;
-      table.replace_extension(".images.json");
-      fpn::io::write_file_atomically(table, image_table.dump(1) + "\n");
-    }
-    fpn::io::write_file_atomically(options.json, json);
-  }
+  write_outputs(outcomes, options, many);
   if (failed > 0) {
-    std::fprintf(stderr, "fpn_detect: %zu of %zu images could not be read\n", failed, images.size());
+    std::fprintf(stderr, "fpn_detect: %zu of %zu images could not be read\n", failed, todo.size());
     return fpn::examples::exit_failure;
   }
   return 0;
@@ -549,6 +698,19 @@ int main(int argc, char** argv) {
                "turn each JPEG (or PNG with eXIf) upright by its EXIF Orientation tag, as "
                "PIL.ImageOps.exif_transpose does; by default the orientation is ignored, as PIL's "
                "Image.open does");
+  app.add_option("--shard", options.shard_spec,
+                 "K/N: process only shard K of N, the images whose index in the whole input list "
+                 "(every IMAGE, directories sorted by name) is K modulo N. K is 0-based, 0..N-1, "
+                 "as SLURM_ARRAY_TASK_ID of --array=0-(N-1). image_id stays the index in the whole "
+                 "list, so the shards' ids never collide; tools/merge_results.py joins their "
+                 "--resume files into the results of one run over all images");
+  app.add_option("--resume", options.resume,
+                 "append each image's results to this JSON Lines file as soon as it is done "
+                 "(one whole line, flushed to disk), and skip the images already in it: a killed "
+                 "run, started again with the same command, loses at most the image in flight. "
+                 "Its first line records the inputs, weights, options and shard, and a file of "
+                 "another run is refused. Images that could not be read are logged and tried "
+                 "again. --json still gets all of the shard's results at the end");
   app.add_option("IMAGE", options.inputs,
                  "images (PNG, JPEG or binary PNM, decoded to 8-bit RGB as PIL's "
                  "Image.open(path).convert(\"RGB\") does) or directories of them")
@@ -556,7 +718,8 @@ int main(int argc, char** argv) {
   fpn::examples::add_runtime_options(app);
   app.footer(
       "In a run over several images, one that cannot be read is skipped with a message and the\n"
-      "others go on; the exit status is then 1.\n" +
+      "others go on; the exit status is then 1. A run over a large collection: --shard K/N on each\n"
+      "machine, with --resume for restarts (examples/slurm/ submits it as a Slurm array job).\n" +
       std::string(fpn::examples::exit_status_help));
   return fpn::examples::run_command_line(app, argc, argv, [&] { return run(options); });
 }

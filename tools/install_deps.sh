@@ -44,6 +44,7 @@ test_packages=(
   python3-torchvision python3-numpy python3-pil  # test fixtures and the weight converter
   libopenblas0-pthread time                   # bench/compare_peers.py: the peer at its best, peak RSS
   clang                                       # libFuzzer (tools/run_fuzzers.sh) and ThreadSanitizer
+  slurm-wlm munge                             # examples/slurm/ on a single-node Slurm (test_shards.py)
 )
 
 usage() {
@@ -120,6 +121,9 @@ if ! command -v dpkg-query >/dev/null 2>&1 || ! command -v apt-get >/dev/null 2>
     need_header gmock/gmock.h
     need_header benchmark/benchmark.h
     need_command clang++
+    need_command slurmctld
+    need_command slurmd
+    need_command munged
     if ! python3 -c 'import torch, torchvision, numpy, PIL' >/dev/null 2>&1; then
       not_found+=("python3 modules torch, torchvision, numpy, PIL")
     fi
@@ -133,7 +137,8 @@ if ! command -v dpkg-query >/dev/null 2>&1 || ! command -v apt-get >/dev/null 2>
     echo "  nlohmann-json, CLI11, libjpeg-turbo (libjpeg API), libpng, stb (headers as <stb/stb_image.h>)"
     if [[ ${wants_tests} = 1 ]]; then
       echo "  and for the tests: GoogleTest with GoogleMock, Google Benchmark, Clang (libFuzzer),"
-      echo "  Python 3 with torch, torchvision 0.14.1, numpy and PIL"
+      echo "  Python 3 with torch, torchvision 0.14.1, numpy and PIL, Slurm (slurmctld, slurmd,"
+      echo "  sbatch) and MUNGE"
     fi
     echo "Not found in ${include_dirs[*]} or on PATH:"
     printf '  %s\n' "${not_found[@]}"

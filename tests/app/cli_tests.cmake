@@ -23,6 +23,19 @@ if(FPN_BUILD_EXAMPLES)
     FIXTURES_REQUIRED "fixtures_test_models;cli_fixture" TIMEOUT 900
     RESOURCE_LOCK ${FPN_CORES_LOCK})
 
+  # Folder runs in pieces (tests/app/test_shards.py): --shard, --resume after SIGKILL and
+  # tools/merge_results.py against one uninterrupted run, on the demo model and generated scenes.
+  add_test(NAME examples_shards
+    COMMAND ${FPN_PYTHON} ${CMAKE_CURRENT_LIST_DIR}/test_shards.py --detect $<TARGET_FILE:fpn_detect>
+      ShardSpecs Shards MergeRefusals KillAndResume)
+  set_tests_properties(examples_shards PROPERTIES TIMEOUT 600 RESOURCE_LOCK ${FPN_CORES_LOCK})
+  # examples/slurm/submit.sh on a single-node Slurm (munged, slurmctld, slurmd) that the test
+  # starts on localhost and stops: a 4-task array job and the merge job after it.
+  add_test(NAME examples_slurm
+    COMMAND ${FPN_PYTHON} ${CMAKE_CURRENT_LIST_DIR}/test_shards.py --detect $<TARGET_FILE:fpn_detect>
+      Slurm)
+  set_tests_properties(examples_slurm PROPERTIES TIMEOUT 600 RESOURCE_LOCK ${FPN_CORES_LOCK})
+
   # The README's library example runs on a seeded Mask R-CNN R50 and prints its detections.
   add_test(NAME examples_detect_minimal
     COMMAND detect_minimal ${FPN_FIXTURE_DIR}/det_model_maskrcnn_resnet50_fpn.safetensors

@@ -3,6 +3,7 @@
 #include <gtest/gtest.h>
 
 #include <random>
+#include <vector>
 
 #include "../support/fixtures.hpp"
 
@@ -153,6 +154,59 @@ TEST(Conv2d, AddIntoAddsTheConvolutionToTheMapThenBiasAndRelu) {
                             output);
     for (std::int64_t i = 0; i < expected.numel(); ++i) {
       ASSERT_NEAR(output.data()[i], expected.data()[i], 1e-9) << "at " << i;
+    }
+  }
+}
+
+// The float path on fpn's panel kernel: pixel counts that are not multiples of its 64-pixel
+// panels or 256-pixel tasks, batches, stride 2, accumulation into the output, and a reducing 1x1
+// conv that stays on Eigen's GEMM; against the definition in double, within float rounding.
+TEST(Conv2d, FloatPanelPathMatchesTheDefinitionAtEveryEdge) {
+  std::mt19937 random(13);
+  std::normal_distribution<float> normal;
+  struct Case {
+    std::int64_t batch, in_channels, out_channels, height, width;
+    int kernel, stride, padding;
+    bool add_into;
+  };
+  const Case cases[] = {
+      {2, 5, 7, 23, 29, 3, 2, 1, false},  {1, 3, 13, 17, 19, 1, 1, 0, true},
+      {1, 16, 20, 23, 29, 3, 1, 1, true}, {2, 9, 70, 8, 8, 1, 1, 0, false},
+      {1, 300, 11, 5, 7, 3, 1, 1, false}, {1, 64, 16, 9, 30, 1, 1, 0, true},
+  };
+  for (const Case& c : cases) {
+    SCOPED_TRACE("batch " + std::to_string(c.batch) + ", " + std::to_string(c.in_channels) + " -> " +
+                 std::to_string(c.out_channels) + ", kernel " + std::to_string(c.kernel) +
+                 ", stride " + std::to_string(c.stride));
+    Tensor<float> input(Shape{c.batch, c.in_channels, c.height, c.width});
+    Tensor<float> weight(Shape{c.out_channels, c.in_channels, c.kernel, c.kernel});
+    Tensor<float> bias(Shape{c.out_channels});
+    for (Tensor<float>* t : {&input, &weight, &bias}) {
+      for (float& v : t->span()) v = normal(random);
+    }
+    Tensor<double> input64(input.shape()), weight64(weight.shape());
+    std::copy_n(input.data(), input.numel(), input64.data());
+    std::copy_n(weight.data(), weight.numel(), weight64.data());
+    const Tensor<double> conv = naive_conv(input64, weight64, c.stride, c.padding);
+    Tensor<float> output(conv.shape());
+    for (float& v : output.span()) v = normal(random);
+    std::vector<double> expected(static_cast<std::size_t>(conv.numel()));
+    const std::int64_t plane = conv.dim(2) * conv.dim(3);
+    for (std::int64_t i = 0; i < conv.numel(); ++i) {
+      const double sum = (c.add_into ? output.data()[i] : 0.0) + conv.data()[i] +
+                         bias.data()[(i / plane) % c.out_channels];
+      expected[static_cast<std::size_t>(i)] = std::max(sum, 0.0);
+    }
+    const Conv2dParams params{c.stride, c.padding, Activation::relu, Conv2dAlgorithm::im2col};
+    if (c.add_into) {
+      conv2d_add_into<float>(input, weight, bias, params, output);
+    } else {
+      output = conv2d<float>(input, weight, bias, params);
+    }
+    ASSERT_EQ(output.shape(), conv.shape());
+    const double tolerance = 2e-6 * static_cast<double>(c.in_channels * c.kernel * c.kernel);
+    for (std::int64_t i = 0; i < conv.numel(); ++i) {
+      ASSERT_NEAR(output.data()[i], expected[static_cast<std::size_t>(i)], tolerance) << "at " << i;
     }
   }
 }

@@ -40,13 +40,17 @@ class PackedLinearWeight {
     out_ = weight.dim(0);
     in_ = weight.dim(1);
     const std::int64_t panels = (out_ + panel_width - 1) / panel_width;
-    packed_ = Tensor<float>(Shape{panels, in_, panel_width});  // zeros past `out`
-    const float* source = weight.data();
-    float* target = packed_.data();
-    for (std::int64_t o = 0; o < out_; ++o) {
-      float* column = target + (o / panel_width) * in_ * panel_width + o % panel_width;
-      const float* row = source + o * in_;
-      for (std::int64_t k = 0; k < in_; ++k) column[k * panel_width] = row[k];
+    packed_ = Tensor<float>::uninitialized(Shape{panels, in_, panel_width});
+    // Panel by panel, k by k: the writes are sequential, the reads 64 row streams.
+    for (std::int64_t p = 0; p < panels; ++p) {
+      const std::int64_t first = p * panel_width;
+      const std::int64_t width = std::min(panel_width, out_ - first);
+      const float* rows = weight.data() + first * in_;
+      float* target = packed_.data() + p * in_ * panel_width;
+      for (std::int64_t k = 0; k < in_; ++k, target += panel_width) {
+        for (std::int64_t j = 0; j < width; ++j) target[j] = rows[j * in_ + k];
+        std::fill(target + width, target + panel_width, 0.0f);  // past `out`
+      }
     }
   }
 

@@ -20,12 +20,15 @@
 #pragma once
 
 #include <algorithm>
+#include <array>
 #include <cstdint>
 #include <limits>
 #include <memory>
+#include <type_traits>
 #include <vector>
 
 #include "fpn/core/detail/eigen.hpp"
+#include "fpn/core/detail/panel_gemm.hpp"
 #include "fpn/core/detail/simd.hpp"
 #include "fpn/core/thread_pool.hpp"
 #include "fpn/core/tensor.hpp"
@@ -38,6 +41,8 @@ namespace fpn::ops::detail {
 inline constexpr std::int64_t winograd_block_budget_bytes = 4 << 20;
 inline constexpr std::int64_t winograd_min_block_tiles = 32;
 inline constexpr std::int64_t winograd_max_block_tiles = 512;
+inline constexpr std::size_t winograd_max_block_panels = 8;  // of 64 tiles: 512
+static_assert(winograd_max_block_tiles <= 64 * static_cast<std::int64_t>(winograd_max_block_panels));
 
 // A map is cut into at least this many blocks when it has the tiles for them, whatever the thread
 // count (so that results do not depend on it).
@@ -230,18 +235,27 @@ struct WinogradTiling {
   std::int64_t padded_width() const { return 2 * tiles_per_row + 2; }
 };
 
-// One thread's scratch: the block's V ([16, Cin, tiles]) and M ([16, Cout, tiles]), and the
-// row buffers of the transforms.
+// One thread's scratch: the block's V ([16, Cin, tiles]) and M ([16, Cout, tiles]), the row
+// buffers of the transforms and, in float, one V_k in panels and an output tile for the last,
+// partial panel.
 template <typename T>
 struct WinogradScratch {
   Tensor<T> transformed, products;
   std::vector<T> lines, spare_row;
+  Tensor<T> panels, edge;
 
   WinogradScratch(const WinogradTiling& tiling, std::int64_t block_tiles)
       : transformed(Tensor<T>::uninitialized(Shape{16, tiling.in_channels, block_tiles})),
         products(Tensor<T>::uninitialized(Shape{16, tiling.out_channels, block_tiles})),
         lines(static_cast<std::size_t>(4 * tiling.padded_width())),
-        spare_row(static_cast<std::size_t>(tiling.width + 1)) {}
+        spare_row(static_cast<std::size_t>(tiling.width + 1)) {
+    if constexpr (std::is_same_v<T, float>) {
+      const std::int64_t width = fpn::detail::panel_width;
+      panels = Tensor<T>::uninitialized(
+          Shape{fpn::detail::panel_count(block_tiles), tiling.in_channels, width});
+      edge = Tensor<T>::uninitialized(Shape{tiling.out_channels, width});
+    }
+  }
 };
 
 // Output tiles [first, first + count): input transform, the 16 GEMMs M_k = U_k V_k, output
@@ -270,12 +284,35 @@ void winograd_block(const WinogradTiling& tiling, const T* input, const T* filte
   }
 
   for (int k = 0; k < 16; ++k) {
-    const Eigen::Map<const Matrix> u(filter + k * out_channels * in_channels, out_channels,
-                                     in_channels);
-    const Eigen::Map<const Matrix> v(scratch.transformed.data() + k * input_stride, in_channels,
-                                     count);
-    Eigen::Map<Matrix>(scratch.products.data() + k * output_stride, out_channels, count).noalias() =
-        u * v;
+    const T* u = filter + k * out_channels * in_channels;
+    const T* v = scratch.transformed.data() + k * input_stride;
+    T* m = scratch.products.data() + k * output_stride;
+    if constexpr (std::is_same_v<T, float>) {
+      // fpn's panel kernel: V_k copied into panels of 64 tiles (what Eigen's packing of the
+      // right-hand side did), U_k read as stored (Eigen packed it again for every block).
+      using fpn::detail::panel_width;
+      const std::int64_t panels = fpn::detail::panel_count(count);
+      fpn::detail::pack_panels(v, in_channels, count, count, scratch.panels.data());
+      std::array<float*, winograd_max_block_panels> targets;
+      std::array<std::int64_t, winograd_max_block_panels> strides;
+      for (std::int64_t p = 0; p < panels; ++p) {
+        const bool partial = (p + 1) * panel_width > count;
+        targets[static_cast<std::size_t>(p)] = partial ? scratch.edge.data() : m + p * panel_width;
+        strides[static_cast<std::size_t>(p)] = partial ? panel_width : count;
+      }
+      fpn::detail::panel_multiply(out_channels, in_channels, u, in_channels, scratch.panels.data(),
+                                  static_cast<int>(panels), targets.data(), strides.data(), false);
+      const std::int64_t last = (panels - 1) * panel_width;
+      if (last + panel_width > count) {
+        for (std::int64_t c = 0; c < out_channels; ++c) {
+          std::copy_n(scratch.edge.data() + c * panel_width, count - last, m + c * count + last);
+        }
+      }
+    } else {
+      const Eigen::Map<const Matrix> u_k(u, out_channels, in_channels);
+      const Eigen::Map<const Matrix> v_k(v, in_channels, count);
+      Eigen::Map<Matrix>(m, out_channels, count).noalias() = u_k * v_k;
+    }
   }
 
   for (std::int64_t channel = 0; channel < out_channels; ++channel) {

@@ -204,11 +204,7 @@ inline void conv2d_panels_into(const float* input, std::int64_t batch, std::int6
       } else {
         gather_patches(image, in_channels, height, width, kernel, params.stride, params.padding,
                        out_width, first + start, valid, panel, panel_width);
-        if (valid < panel_width) {
-          for (std::int64_t row = 0; row < depth; ++row) {
-            std::fill(panel + row * panel_width + valid, panel + (row + 1) * panel_width, 0.0f);
-          }
-        }
+        fpn::detail::zero_panel_tail(panel, depth, valid);
       }
       targets[p] = out + start;
       strides[p] = pixels;

@@ -14,6 +14,21 @@
 
 namespace fpn::ops {
 
+namespace detail {
+
+// Whether a linear layer's bias is given (non-empty); a given one must be [out] (ShapeError).
+template <typename T>
+bool linear_has_bias(TensorView<const T> bias, std::int64_t out) {
+  const bool has_bias = bias.numel() > 0 && bias.data() != nullptr;
+  if (has_bias && (bias.rank() != 1 || bias.dim(0) != out)) {
+    fpn::detail::throw_shape_error("linear", "bias", "[" + std::to_string(out) + "]",
+                                   bias.shape().dims());
+  }
+  return has_bias;
+}
+
+}  // namespace detail
+
 // input: [N, in]; weight: [out, in]; bias: [out] or empty. returns [N, out].
 template <typename T = float>
 Tensor<T> linear(std::type_identity_t<TensorView<const T>> input,
@@ -26,11 +41,7 @@ Tensor<T> linear(std::type_identity_t<TensorView<const T>> input,
     throw_shape_error("linear", "weight", "[out, " + std::to_string(input.dim(1)) + "]",
                       weight.shape().dims());
   }
-  const bool has_bias = bias.numel() > 0 && bias.data() != nullptr;
-  if (has_bias && (bias.rank() != 1 || bias.dim(0) != weight.dim(0))) {
-    throw_shape_error("linear", "bias", "[" + std::to_string(weight.dim(0)) + "]",
-                      bias.shape().dims());
-  }
+  const bool has_bias = detail::linear_has_bias<T>(bias, weight.dim(0));
   using Matrix = Eigen::Matrix<T, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor>;
   auto output = Tensor<T>::uninitialized(Shape{input.dim(0), weight.dim(0)});
   Eigen::Map<Matrix> out(output.data(), input.dim(0), weight.dim(0));

@@ -22,6 +22,7 @@
 #include "fpn/core/tensor.hpp"
 #include "fpn/core/thread_pool.hpp"
 #include "fpn/ops/activation.hpp"
+#include "fpn/ops/linear.hpp"
 
 namespace fpn::ops {
 
@@ -39,7 +40,7 @@ class PackedLinearWeight {
     }
     out_ = weight.dim(0);
     in_ = weight.dim(1);
-    const std::int64_t panels = (out_ + panel_width - 1) / panel_width;
+    const std::int64_t panels = fpn::detail::panel_count(out_);
     packed_ = Tensor<float>::uninitialized(Shape{panels, in_, panel_width});
     // Panel by panel, k by k: the writes are sequential, the reads 64 row streams.
     for (std::int64_t p = 0; p < panels; ++p) {
@@ -81,11 +82,7 @@ inline Tensor<float> linear(TensorView<const float> input, const PackedLinearWei
     throw_shape_error("linear", "input", "[N, " + std::to_string(weight.in_features()) + "]",
                       input.shape().dims());
   }
-  const bool has_bias = bias.numel() > 0 && bias.data() != nullptr;
-  if (has_bias && (bias.rank() != 1 || bias.dim(0) != weight.out_features())) {
-    throw_shape_error("linear", "bias", "[" + std::to_string(weight.out_features()) + "]",
-                      bias.shape().dims());
-  }
+  const bool has_bias = detail::linear_has_bias<float>(bias, weight.out_features());
   constexpr std::int64_t width = PackedLinearWeight::panel_width;
   const std::int64_t rows = input.dim(0), depth = weight.in_features(), out = weight.out_features();
   auto output = Tensor<float>::uninitialized(Shape{rows, out});

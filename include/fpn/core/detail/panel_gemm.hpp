@@ -100,6 +100,14 @@ inline void panel_multiply(std::int64_t rows, std::int64_t depth, const float* a
 
 inline std::int64_t panel_count(std::int64_t columns) { return (columns + panel_width - 1) / panel_width; }
 
+// Zeroes columns [columns, 64) of every row of a [depth][64] panel.
+inline void zero_panel_tail(float* panel, std::int64_t depth, std::int64_t columns) {
+  if (columns >= panel_width) return;
+  for (std::int64_t k = 0; k < depth; ++k) {
+    std::fill(panel + k * panel_width + columns, panel + (k + 1) * panel_width, 0.0f);
+  }
+}
+
 // Copies x[depth, columns] (row stride x_stride) into panel_count(columns) panels [depth][64]
 // (panel p at panels + p * depth * 64), the columns past `columns` zero.
 inline void pack_panels(const float* x, std::int64_t depth, std::int64_t columns, std::int64_t x_stride,
@@ -110,8 +118,8 @@ inline void pack_panels(const float* x, std::int64_t depth, std::int64_t columns
     float* panel = panels + p * depth * panel_width;
     for (std::int64_t k = 0; k < depth; ++k) {
       std::copy_n(x + k * x_stride + first, width, panel + k * panel_width);
-      std::fill(panel + k * panel_width + width, panel + (k + 1) * panel_width, 0.0f);
     }
+    zero_panel_tail(panel, depth, width);
   }
 }
 

@@ -71,6 +71,40 @@ TEST(Tensor, LargeStorageTakesWholeHugePagesAndKeepsValueSemantics) {
   EXPECT_EQ(bytes.data()[detail::huge_page_min_bytes - 2], 0);
 }
 
+#if defined(__linux__) && !defined(FPN_NO_HUGE_PAGES) && !defined(FPN_NO_BLOCK_CACHE)
+// Freed huge-page blocks are reused by the next tensor of their size (up to one page more), a
+// tensor that finds none returns every cached block first, and release_cached_memory() empties it.
+TEST(Tensor, FreedHugeBlocksAreReusedWithoutRaisingThePeak) {
+  auto& cache = detail::HugeBlockCache::instance();
+  release_cached_memory();
+  constexpr std::int64_t mib = (1 << 20) / 4;  // floats in a MiB
+  const float* first = nullptr;
+  {
+    Tensor<float> map(Shape{10 * mib});  // five huge pages
+    first = map.data();
+  }
+  EXPECT_EQ(cache.cached_bytes(), std::size_t{10} << 20);
+  {
+    const Tensor<float> same = Tensor<float>::uninitialized(Shape{9 * mib});  // 10 MiB: reused
+    EXPECT_EQ(same.data(), first);
+    EXPECT_EQ(cache.cached_bytes(), 0u);
+    const Tensor<float> zeros(Shape{10 * mib});  // a fresh block, zero-filled as always
+    EXPECT_EQ(zeros.data()[10 * mib - 1], 0.0f);
+  }
+  EXPECT_EQ(cache.cached_bytes(), std::size_t{20} << 20);
+  {
+    // Far smaller, then larger than both: no block fits, so both go back before it is mapped.
+    const Tensor<float> other = Tensor<float>::uninitialized(Shape{4 * mib});
+    EXPECT_EQ(cache.cached_bytes(), 0u);
+    const Tensor<float> larger = Tensor<float>::uninitialized(Shape{16 * mib});
+    EXPECT_EQ(cache.cached_bytes(), 0u);
+  }
+  EXPECT_EQ(cache.cached_bytes(), std::size_t{20} << 20);  // 4 MiB and 16 MiB
+  release_cached_memory();
+  EXPECT_EQ(cache.cached_bytes(), 0u);
+}
+#endif
+
 TEST(Tensor, ViewsBorrowAndSliceTheBatch) {
   Tensor<float> tensor(Shape{3, 2, 2});
   for (int i = 0; i < 12; ++i) tensor.data()[i] = static_cast<float>(i);

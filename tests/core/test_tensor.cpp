@@ -2,6 +2,12 @@
 
 #include <gtest/gtest.h>
 
+#include <algorithm>
+#include <cstdint>
+#include <optional>
+#include <thread>
+#include <vector>
+
 namespace fpn {
 namespace {
 
@@ -102,6 +108,75 @@ TEST(Tensor, FreedHugeBlocksAreReusedWithoutRaisingThePeak) {
   EXPECT_EQ(cache.cached_bytes(), std::size_t{20} << 20);  // 4 MiB and 16 MiB
   release_cached_memory();
   EXPECT_EQ(cache.cached_bytes(), 0u);
+}
+
+TEST(Tensor, AnArenaCarvesMidSizedTensorsOutOfSharedSlabsUntilTheLastIsFreed) {
+  auto& cache = detail::HugeBlockCache::instance();
+  release_cached_memory();
+  constexpr std::int64_t kib = 1024 / 4;  // floats in a KiB
+  std::optional<detail::SlabArena> arena(std::in_place);
+  std::optional<Tensor<float>> a, b, c, small, large, kept;
+  {
+    const detail::SlabArenaScope scope(&*arena);
+    a.emplace(Shape{1000 * kib});            // 1000 KiB, then 3900 KiB: the first slab
+    b.emplace(Shape{3900 * kib + 3});        // (3 floats more: rounded up to 64 bytes)
+    c.emplace(Shape{3500 * kib});            // 3500 KiB: no room left in it, a second slab
+    small.emplace(Shape{16 * kib});          // below 64 KiB: the heap, as without an arena
+    large.emplace(Shape{5 * 1024 * kib});    // 5 MiB: a huge-page block of its own
+    kept.emplace(Shape{2000 * kib});         // first fit: back in the first slab, after b
+  }
+  const Tensor<float> outside(Shape{1000 * kib});  // no arena bound: not in a slab
+  const auto at = [](const Tensor<float>& t) { return reinterpret_cast<std::uintptr_t>(t.data()); };
+  EXPECT_EQ(at(*a) % detail::huge_page_bytes, 0u);  // a slab starts on a huge page
+  EXPECT_EQ(at(*b), at(*a) + 1000 * 1024);
+  EXPECT_EQ(at(*kept), at(*b) + 3900 * 1024 + 64);
+  EXPECT_EQ(at(*c) % detail::huge_page_bytes, 0u);
+  EXPECT_NE(at(*c), at(*a));
+  for (const Tensor<float>* t : {static_cast<const Tensor<float>*>(&*small), &outside}) {
+    const bool in_a_slab = (at(*t) >= at(*a) && at(*t) < at(*a) + detail::SlabArena::slab_bytes) ||
+                           (at(*t) >= at(*c) && at(*t) < at(*c) + detail::SlabArena::slab_bytes);
+    EXPECT_FALSE(in_a_slab);
+  }
+  EXPECT_EQ(c->data()[0], 0.0f);  // zero-filled as any tensor
+  EXPECT_EQ(c->data()[c->numel() - 1], 0.0f);
+  // Each slab goes back when its last tensor (or the arena's reference) is gone, in any order.
+  large.reset();
+  const std::size_t before = cache.cached_bytes();
+  EXPECT_EQ(before, std::size_t{6} << 20);  // the 5 MiB block, in whole huge pages
+  std::fill_n(kept->data(), kept->numel(), 2.5f);
+  arena.reset();
+  c.reset();
+  EXPECT_EQ(cache.cached_bytes(), before + detail::SlabArena::slab_bytes);  // the second slab
+  a.reset();
+  b.reset();
+  EXPECT_EQ(cache.cached_bytes(), before + detail::SlabArena::slab_bytes);  // `kept` holds the first
+  EXPECT_EQ(kept->data()[kept->numel() - 1], 2.5f);
+  kept.reset();
+  EXPECT_EQ(cache.cached_bytes(), before + 2 * detail::SlabArena::slab_bytes);
+  release_cached_memory();
+}
+
+TEST(Tensor, ThreadsSharingAnArenaGetDisjointStorage) {
+  detail::SlabArena arena;
+  constexpr int per_thread = 40;
+  std::vector<Tensor<float>> made[2];
+  auto work = [&](int which) {
+    const detail::SlabArenaScope scope(&arena);
+    for (int i = 0; i < per_thread; ++i) {
+      made[which].push_back(Tensor<float>::uninitialized(Shape{(100 + 37 * i) * 256}));
+      made[which].back().fill(static_cast<float>(which * 1000 + i));
+    }
+  };
+  std::thread other(work, 1);
+  work(0);
+  other.join();
+  for (int which = 0; which < 2; ++which) {
+    for (int i = 0; i < per_thread; ++i) {
+      const Tensor<float>& t = made[which][static_cast<std::size_t>(i)];
+      ASSERT_EQ(t.data()[0], static_cast<float>(which * 1000 + i));
+      ASSERT_EQ(t.data()[t.numel() - 1], static_cast<float>(which * 1000 + i));
+    }
+  }
 }
 #endif
 

@@ -187,5 +187,24 @@ TEST(WeightReader, RecordsWhatWasRead) {
   EXPECT_TRUE(WeightReader(std::make_shared<SyntheticWeights>()).unread().empty());
 }
 
+#if defined(__linux__) && !defined(FPN_NO_HUGE_PAGES)
+// A model's mid-sized weights (64 KiB to 4 MiB), read through a reader and its children, fill
+// huge-page slabs one after another (detail::SlabArena) and keep their values; smaller ones and
+// tensors made outside a load come from the heap.
+TEST(WeightReader, PacksMidSizedWeightsIntoSharedSlabs) {
+  const WeightReader root(std::make_shared<SyntheticWeights>());
+  const Tensor<float> first = root.child("layer1").load("weight", Shape{256, 64, 3, 3});
+  const Tensor<float> second = root.child("layer2").load("weight", Shape{128, 256, 1, 1});
+  const Tensor<float> tiny = root.load("bias", Shape{256});
+  const Tensor<float> expected = SyntheticWeights().load("layer2.weight", Shape{128, 256, 1, 1});
+  const auto at = [](const Tensor<float>& t) { return reinterpret_cast<std::uintptr_t>(t.data()); };
+  EXPECT_EQ(at(first) % fpn::detail::huge_page_bytes, 0u);
+  EXPECT_EQ(at(second), at(first) + static_cast<std::uintptr_t>(first.numel()) * sizeof(float));
+  EXPECT_NE(at(tiny), at(second) + static_cast<std::uintptr_t>(second.numel()) * sizeof(float));
+  ASSERT_EQ(second.numel(), expected.numel());
+  for (std::int64_t i = 0; i < second.numel(); ++i) ASSERT_EQ(second.data()[i], expected.data()[i]);
+}
+#endif
+
 }  // namespace
 }  // namespace fpn::nn

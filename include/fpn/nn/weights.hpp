@@ -140,7 +140,10 @@ class WeightReader {
   // prefix + name, which must have shape `expected`. The name is recorded as read (unread()).
   Tensor<float> load(std::string_view name, const Shape& expected) const {
     std::string full = prefix_ + std::string(name);
-    Tensor<float> tensor = source_->load(full, expected);
+    Tensor<float> tensor = [&] {
+      const fpn::detail::SlabArenaScope scope(arena_.get());
+      return source_->load(full, expected);
+    }();
     read_->insert(std::move(full));
     return tensor;
   }
@@ -189,6 +192,9 @@ class WeightReader {
   // Names loaded so far, shared with children so that the top-level load sees every read.
   std::shared_ptr<std::set<std::string, std::less<>>> read_ =
       std::make_shared<std::set<std::string, std::less<>>>();
+  // Where the tensors read go (detail::SlabArena: huge-page slabs), shared with children so that
+  // a model's weights fill its slabs one after another.
+  std::shared_ptr<fpn::detail::SlabArena> arena_ = std::make_shared<fpn::detail::SlabArena>();
   float batch_norm_eps_ = default_batch_norm_eps;
 };
 

@@ -2,8 +2,10 @@
 #include <gtest/gtest.h>
 
 #include <cmath>
+#include <limits>
 #include <random>
 #include <string>
+#include <utility>
 
 #include "../support/fixtures.hpp"
 #include "fpn/ops/conv_transpose2d.hpp"
@@ -33,6 +35,50 @@ TEST(MaxPool2d, MatchesTorch) {
     EXPECT_TRUE(tensors_close(max_pool2d(file.load_float(key + "input"), pool),
                               file.load_float(key + "output"), 0.0));
   });
+}
+
+// Every window's maximum, scanned as torch does, with NaN winning wherever it is in the window:
+// the separable kernel (rows, then columns) must give the same at every kernel, stride, padding
+// and edge.
+TEST(MaxPool2d, EqualsTheWindowScanWithNaNsAndEdges) {
+  std::mt19937 generator(7);
+  std::uniform_real_distribution<float> uniform(-1.0f, 1.0f);
+  for (const MaxPool2dParams pool : {MaxPool2dParams{3, 2, 1}, MaxPool2dParams{1, 2, 0},
+                                     MaxPool2dParams{2, 2, 0}, MaxPool2dParams{3, 1, 1},
+                                     MaxPool2dParams{5, 3, 2}, MaxPool2dParams{4, 1, 2}}) {
+    for (const auto& [height, width] : {std::pair{7, 9}, std::pair{8, 8}, std::pair{13, 5}}) {
+      Tensor<float> input(Shape{2, 3, height, width});
+      for (float& value : input.span()) value = uniform(generator);
+      input.data()[5] = std::numeric_limits<float>::quiet_NaN();
+      input.data()[input.numel() - 1] = std::numeric_limits<float>::quiet_NaN();
+      input.data()[2 * height * width + width + 2] = std::numeric_limits<float>::quiet_NaN();
+      const Tensor<float> output = max_pool2d(input, pool);
+      const std::int64_t out_h = output.dim(2), out_w = output.dim(3);
+      ASSERT_EQ(out_h, (height + 2 * pool.padding - pool.kernel) / pool.stride + 1);
+      for (std::int64_t plane = 0; plane < 6; ++plane) {
+        for (std::int64_t oy = 0; oy < out_h; ++oy) {
+          for (std::int64_t ox = 0; ox < out_w; ++ox) {
+            float best = -std::numeric_limits<float>::infinity();
+            for (std::int64_t y = oy * pool.stride - pool.padding;
+                 y < oy * pool.stride - pool.padding + pool.kernel; ++y) {
+              for (std::int64_t x = ox * pool.stride - pool.padding;
+                   x < ox * pool.stride - pool.padding + pool.kernel; ++x) {
+                if (y < 0 || y >= height || x < 0 || x >= width) continue;
+                const float value = input.data()[(plane * height + y) * width + x];
+                if (value > best || std::isnan(value)) best = value;
+              }
+            }
+            const float got = output.data()[(plane * out_h + oy) * out_w + ox];
+            if (std::isnan(best)) {
+              ASSERT_TRUE(std::isnan(got)) << plane << " " << oy << " " << ox;
+            } else {
+              ASSERT_EQ(got, best) << plane << " " << oy << " " << ox;
+            }
+          }
+        }
+      }
+    }
+  }
 }
 
 TEST(MaxPool2d, RejectsPaddingOverHalfTheKernel) {

@@ -1,7 +1,9 @@
 #include <gtest/gtest.h>
 
 #include <iostream>
+#include <cmath>
 #include <random>
+#include <vector>
 
 #include "../support/fixtures.hpp"
 #include "fpn/ops/conv2d.hpp"
@@ -103,6 +105,31 @@ const Case seeded_cases[] = {
     {2, 300, 24, 29, 31, true, false},  // deep input: small blocks that end mid-row
     {1, 64, 40, 45, 67, false, true},   // several blocks over one odd-sized map
 };
+
+// The written-out filter transform equals (G (x) G) vec(g) in double, rounded once: bit for bit,
+// on filters of mixed signs and magnitudes, at every chunk edge.
+TEST(Winograd, FilterTransformEqualsTheKroneckerProduct) {
+  std::mt19937 generator(11);
+  std::normal_distribution<float> normal(0.0f, 1.0f);
+  const std::int64_t out_channels = 37, in_channels = 19;  // 703 filters: chunks of 256 and a tail
+  std::vector<float> weights(static_cast<std::size_t>(out_channels * in_channels * 9));
+  for (std::size_t i = 0; i < weights.size(); ++i) {
+    weights[i] = normal(generator) * std::ldexp(1.0f, static_cast<int>(i % 13) - 6);
+  }
+  const std::int64_t filters = out_channels * in_channels;
+  std::vector<float> transformed(static_cast<std::size_t>(16 * filters));
+  detail::winograd_transform_filter(weights.data(), out_channels, in_channels, transformed.data());
+  const Eigen::Matrix<double, 16, 9> kron = detail::winograd_filter_matrix();
+  for (std::int64_t f = 0; f < filters; ++f) {
+    Eigen::Matrix<double, 9, 1> g;
+    for (int k = 0; k < 9; ++k) g(k) = weights[static_cast<std::size_t>(f * 9 + k)];
+    const Eigen::Matrix<double, 16, 1> u = kron * g;
+    for (int k = 0; k < 16; ++k) {
+      ASSERT_EQ(transformed[static_cast<std::size_t>(k * filters + f)], static_cast<float>(u(k)))
+          << "filter " << f << ", position " << k;
+    }
+  }
+}
 
 TEST(Winograd, FloatMatchesDoubleDefinitionOnSeededShapes) {
   double worst_winograd = 0.0, worst_im2col = 0.0;

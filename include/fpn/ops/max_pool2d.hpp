@@ -7,6 +7,7 @@
 #include <limits>
 #include <string>
 #include <type_traits>
+#include <vector>
 
 #include "fpn/core/thread_pool.hpp"
 #include "fpn/core/errors.hpp"
@@ -47,25 +48,29 @@ Tensor<T> max_pool2d(std::type_identity_t<TensorView<const T>> input, MaxPool2dP
   auto output =
       Tensor<T>::uninitialized(Shape{input.dim(0), input.dim(1), out_height, out_width});
   const std::int64_t planes = input.dim(0) * input.dim(1);
+  // Separable: each output row's window rows are reduced column by column into one row (a
+  // vectorisable pass), then each output reads its kernel's columns of that row. Max is exact and
+  // NaN wins in both passes, so this equals the 2-D window's scan.
+  const auto take = [](T value, T best) { return (value > best || value != value) ? value : best; };
   fpn::detail::parallel_for_if(planes * out_height * out_width > (1 << 16), planes, [&](std::int64_t plane, int) {
     const T* in = input.data() + plane * height * width;
     T* out = output.data() + plane * out_height * out_width;
+    std::vector<T> columns(static_cast<std::size_t>(width));
     for (std::int64_t oy = 0; oy < out_height; ++oy) {
       const std::int64_t y0 = std::max<std::int64_t>(oy * params.stride - params.padding, 0);
       const std::int64_t y1 =
           std::min<std::int64_t>(oy * params.stride - params.padding + params.kernel, height);
+      std::copy_n(in + y0 * width, width, columns.data());
+      for (std::int64_t y = y0 + 1; y < y1; ++y) {
+        const T* row = in + y * width;
+        for (std::int64_t x = 0; x < width; ++x) columns[x] = take(row[x], columns[x]);
+      }
       for (std::int64_t ox = 0; ox < out_width; ++ox) {
         const std::int64_t x0 = std::max<std::int64_t>(ox * params.stride - params.padding, 0);
         const std::int64_t x1 =
             std::min<std::int64_t>(ox * params.stride - params.padding + params.kernel, width);
-        T best = -std::numeric_limits<T>::infinity();
-        for (std::int64_t y = y0; y < y1; ++y) {
-          for (std::int64_t x = x0; x < x1; ++x) {
-            const T value = in[y * width + x];
-            // NaN propagates, as in torch.
-            if (value > best || value != value) best = value;
-          }
-        }
+        T best = columns[x0];
+        for (std::int64_t x = x0 + 1; x < x1; ++x) best = take(columns[x], best);
         out[oy * out_width + ox] = best;
       }
     }

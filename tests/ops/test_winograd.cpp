@@ -106,8 +106,8 @@ const Case seeded_cases[] = {
     {1, 64, 40, 45, 67, false, true},   // several blocks over one odd-sized map
 };
 
-// The written-out filter transform equals (G (x) G) vec(g) in double, rounded once: bit for bit,
-// on filters of mixed signs and magnitudes, at every chunk edge.
+// The filter transform, done in chunks of filters, equals (G (x) G) vec(g) in double, rounded once,
+// filter by filter and bit for bit: mixed signs and magnitudes, a partial last chunk.
 TEST(Winograd, FilterTransformEqualsTheKroneckerProduct) {
   std::mt19937 generator(11);
   std::normal_distribution<float> normal(0.0f, 1.0f);

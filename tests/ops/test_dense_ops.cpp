@@ -1,6 +1,7 @@
 // max_pool2d, upsample_nearest, conv_transpose2d, linear, add and relu against torch.
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <cmath>
 #include <limits>
 #include <random>
@@ -205,6 +206,39 @@ TEST(Linear, PackedWeightMatchesTheDefinitionOnEveryTileEdge) {
         const double bound = 1e-6 * magnitude + 1e-6;  // ~16 float32 roundings of the terms' size
         ASSERT_NEAR(y.data()[r * c.out + o], expected, bound)
             << "rows " << c.rows << " in " << c.in << " out " << c.out << " at " << r << ", " << o;
+      }
+    }
+  }
+}
+
+// A weight handed over (rvalue) is packed in place when `out` is a multiple of the panel width:
+// the packing keeps the weight's storage (no second copy of the box head's fc6 at load) and is
+// element for element the packing of a copy; other widths fall back to the copy.
+TEST(Linear, PackedWeightTakenOverEqualsThePackedCopy) {
+  std::mt19937 generator(9);
+  std::uniform_real_distribution<float> uniform(-1.0f, 1.0f);
+  for (const auto& [out, in] : {std::pair<std::int64_t, std::int64_t>{64, 1}, {128, 257}, {192, 100},
+                               {65, 33}, {3, 7}}) {
+    Tensor<float> w(Shape{out, in});
+    for (float& v : w.span()) v = uniform(generator);
+    const PackedLinearWeight copied(w);
+    Tensor<float> handed = w;
+    const float* storage = handed.data();
+    const PackedLinearWeight taken(std::move(handed));
+    ASSERT_EQ(taken.panels(), copied.panels());
+    EXPECT_EQ(taken.in_features(), in);
+    EXPECT_EQ(taken.out_features(), out);
+    EXPECT_EQ(taken.panel(0) == storage, out % PackedLinearWeight::panel_width == 0)
+        << out << "x" << in;
+    for (std::int64_t p = 0; p < copied.panels(); ++p) {
+      ASSERT_TRUE(std::equal(copied.panel(p), copied.panel(p) + in * PackedLinearWeight::panel_width,
+                             taken.panel(p)))
+          << out << "x" << in << ", panel " << p;
+    }
+    // ... and the packing is the weight's transpose in panels.
+    for (std::int64_t o = 0; o < out; ++o) {
+      for (std::int64_t k = 0; k < in; ++k) {
+        ASSERT_EQ(taken.panel(o / 64)[k * 64 + o % 64], w.data()[o * in + k]) << o << ", " << k;
       }
     }
   }

@@ -109,10 +109,12 @@ inline constexpr std::size_t huge_page_min_bytes = std::size_t{4} << 20;
 // R50-FPN's time was the kernel clearing pages).
 //
 // It never makes the peak memory higher: an allocation that finds no block of its size (whole
-// huge pages, up to one page more) first returns every cached block to the system, so the mapped
-// total after it is what it would be without the cache, and a free or a reuse does not change
-// it. Between calls it holds at most what the last call had mapped; release_cached_memory()
-// returns it. Define FPN_NO_BLOCK_CACHE to free blocks at once.
+// huge pages, up to one page more) first returns every cached block to the system, so the
+// mapped total right after it is what it would be without the cache. In between, the cached
+// blocks are mapped memory that the cache-less code would already have returned, but never more
+// than was mapped at an earlier moment (a free keeps what was mapped; a reuse adds nothing), so
+// the peak is the cache-less peak. Between calls it holds at most what the last call had
+// mapped; release_cached_memory() returns it. Define FPN_NO_BLOCK_CACHE to free blocks at once.
 class HugeBlockCache {
  public:
   // A cached block of at least `bytes` and at most one huge page more, or nullptr (after

@@ -16,6 +16,8 @@
 #include <algorithm>
 #include <cstdint>
 #include <string>
+#include <utility>
+#include <vector>
 
 #include "fpn/core/detail/panel_gemm.hpp"
 #include "fpn/core/errors.hpp"
@@ -34,25 +36,32 @@ class PackedLinearWeight {
 
   // weight: [out, in], as torch.nn.Linear stores it.
   explicit PackedLinearWeight(TensorView<const float> weight) {
-    if (weight.rank() != 2 || weight.dim(0) < 1 || weight.dim(1) < 1) {
-      fpn::detail::throw_shape_error("PackedLinearWeight", "weight", "[out >= 1, in >= 1]",
-                                     weight.shape().dims());
-    }
-    out_ = weight.dim(0);
-    in_ = weight.dim(1);
+    check(weight);
     const std::int64_t panels = fpn::detail::panel_count(out_);
     packed_ = Tensor<float>::uninitialized(Shape{panels, in_, panel_width});
-    // Panel by panel, k by k: the writes are sequential, the reads 64 row streams.
     for (std::int64_t p = 0; p < panels; ++p) {
-      const std::int64_t first = p * panel_width;
-      const std::int64_t width = std::min(panel_width, out_ - first);
-      const float* rows = weight.data() + first * in_;
-      float* target = packed_.data() + p * in_ * panel_width;
-      for (std::int64_t k = 0; k < in_; ++k, target += panel_width) {
-        for (std::int64_t j = 0; j < width; ++j) target[j] = rows[j * in_ + k];
-        std::fill(target + width, target + panel_width, 0.0f);  // past `out`
-      }
+      pack_panel(weight.data() + p * panel_width * in_, p, packed_.data() + p * in_ * panel_width);
     }
+  }
+
+  // The same from a weight it may take over: when `out` is a multiple of the panel width, panel
+  // p occupies exactly the bytes of rows [64 p, 64 p + 64), so each is packed in place through
+  // one panel of scratch. A model's largest weight (the box head's fc6, 51 MB) then needs no
+  // second copy at load: on a virtual machine, fresh memory is the slow part of a load.
+  explicit PackedLinearWeight(Tensor<float>&& weight) {
+    check(weight.view());
+    if (out_ % panel_width != 0) {
+      *this = PackedLinearWeight(std::as_const(weight).view());
+      return;
+    }
+    const std::int64_t panels = out_ / panel_width;
+    std::vector<float> rows(static_cast<std::size_t>(panel_width * in_));
+    for (std::int64_t p = 0; p < panels; ++p) {
+      float* block = weight.data() + p * panel_width * in_;
+      std::copy_n(block, rows.size(), rows.data());
+      pack_panel(rows.data(), p, block);
+    }
+    packed_ = std::move(weight).reshaped(Shape{panels, in_, panel_width});
   }
 
   std::int64_t in_features() const { return in_; }
@@ -63,6 +72,25 @@ class PackedLinearWeight {
   bool empty() const { return out_ == 0; }
 
  private:
+  void check(TensorView<const float> weight) {
+    if (weight.rank() != 2 || weight.dim(0) < 1 || weight.dim(1) < 1) {
+      fpn::detail::throw_shape_error("PackedLinearWeight", "weight", "[out >= 1, in >= 1]",
+                                     weight.shape().dims());
+    }
+    out_ = weight.dim(0);
+    in_ = weight.dim(1);
+  }
+
+  // Panel p of the packing, [in][64], into target from its rows ([64 or fewer, in], row-major):
+  // k by k, the writes sequential, the reads 64 row streams; columns past `out` zero.
+  void pack_panel(const float* rows, std::int64_t p, float* target) const {
+    const std::int64_t width = std::min(panel_width, out_ - p * panel_width);
+    for (std::int64_t k = 0; k < in_; ++k, target += panel_width) {
+      for (std::int64_t j = 0; j < width; ++j) target[j] = rows[j * in_ + k];
+      std::fill(target + width, target + panel_width, 0.0f);
+    }
+  }
+
   Tensor<float> packed_;
   std::int64_t out_ = 0;
   std::int64_t in_ = 0;

@@ -133,6 +133,34 @@ def make_optimizer(model, args):
                               {"params": no_decay, "weight_decay": 0.0}], lr=args.lr)
 
 
+def training_step(model, optimizer, parameters, clip_norm, images, targets, step, window):
+    """One optimiser step on a batch: the losses summed, backward, gradients clipped to clip_norm,
+    step; each loss, their sum ("loss") and the gradient norm added into window (a dict of sums).
+    step (0-based) names a non-finite loss's step in the error."""
+    losses = model(images, targets)
+    loss = sum(losses.values())
+    if not torch.isfinite(loss):
+        raise FloatingPointError(f"step {step}: non-finite loss "
+                                 + ", ".join(f"{k} {v.item():.4g}" for k, v in losses.items()))
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    grad_norm = float(torch.nn.utils.clip_grad_norm_(parameters, clip_norm))
+    optimizer.step()
+    for name, value in losses.items():
+        window[name] = window.get(name, 0.0) + value.item()
+    window["loss"] = window.get("loss", 0.0) + loss.item()
+    window["grad_norm"] = window.get("grad_norm", 0.0) + grad_norm
+
+
+def log_window(log, step, seconds, lr, window, window_steps):
+    """One log line: the step (1-based), seconds since the start, the learning rate and the
+    window's mean of each sum."""
+    means = {name: total / window_steps for name, total in window.items()}
+    parts = [f"step {step:5d}", f"{seconds:7.1f}s", f"lr {lr:.2e}", f"loss {means.pop('loss'):.4f}"]
+    parts += [f"{name.removeprefix('loss_')} {value:.4f}" for name, value in means.items()]
+    log("  ".join(parts))
+
+
 def train(model, args, log):
     optimizer = make_optimizer(model, args)
     size_rng = np.random.default_rng([args.seed, 1])
@@ -166,28 +194,11 @@ def train(model, args, log):
             images.append(models.image_tensor(rgb))
             targets.append(target_of(objects, height, width))
 
-        losses = model(images, targets)
-        loss = sum(losses.values())
-        if not torch.isfinite(loss):
-            raise FloatingPointError(f"step {step}: non-finite loss "
-                                     + ", ".join(f"{k} {v.item():.4g}" for k, v in losses.items()))
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        grad_norm = float(torch.nn.utils.clip_grad_norm_(parameters, args.clip_norm))
-        optimizer.step()
-
-        for name, value in losses.items():
-            window[name] = window.get(name, 0.0) + value.item()
-        window["loss"] = window.get("loss", 0.0) + loss.item()
-        window["grad_norm"] = window.get("grad_norm", 0.0) + grad_norm
+        training_step(model, optimizer, parameters, args.clip_norm, images, targets, step, window)
         window_steps += 1
         step += 1
         if step % args.log_every == 0 or step == 1:
-            means = {name: total / window_steps for name, total in window.items()}
-            parts = [f"step {step:5d}", f"{time.monotonic() - start:7.1f}s", f"lr {lr:.2e}",
-                     f"loss {means.pop('loss'):.4f}"]
-            parts += [f"{name.removeprefix('loss_')} {value:.4f}" for name, value in means.items()]
-            log("  ".join(parts))
+            log_window(log, step, time.monotonic() - start, lr, window, window_steps)
             window, window_steps = {}, 0
     seconds = time.monotonic() - start
     log(f"trained {step} steps ({step * args.batch_size} scenes) in {seconds:.1f}s "

@@ -159,8 +159,10 @@ TEST(Conv2d, AddIntoAddsTheConvolutionToTheMapThenBiasAndRelu) {
 }
 
 // The float path on fpn's panel kernel: pixel counts that are not multiples of its 64-pixel
-// panels or 256-pixel tasks, batches, stride 2, accumulation into the output, and a reducing 1x1
-// conv that stays on Eigen's GEMM; against the definition in double, within float rounding.
+// panels or 256-pixel tasks, batches, stride 2, accumulation into the output, and 1x1 convs whose
+// whole panels are read in place from the input map (deeper than one 256-deep slice, reducing,
+// with and without an image's partial last panel); against the definition in double, within
+// float rounding.
 TEST(Conv2d, FloatPanelPathMatchesTheDefinitionAtEveryEdge) {
   std::mt19937 random(13);
   std::normal_distribution<float> normal;
@@ -173,6 +175,8 @@ TEST(Conv2d, FloatPanelPathMatchesTheDefinitionAtEveryEdge) {
       {2, 5, 7, 23, 29, 3, 2, 1, false},  {1, 3, 13, 17, 19, 1, 1, 0, true},
       {1, 16, 20, 23, 29, 3, 1, 1, true}, {2, 9, 70, 8, 8, 1, 1, 0, false},
       {1, 300, 11, 5, 7, 3, 1, 1, false}, {1, 64, 16, 9, 30, 1, 1, 0, true},
+      {2, 40, 9, 16, 16, 1, 1, 0, true},  {1, 300, 20, 12, 48, 1, 1, 0, false},
+      {3, 70, 33, 10, 13, 1, 1, 0, true}, {1, 1024, 7, 8, 8, 1, 1, 0, false},
   };
   for (const Case& c : cases) {
     SCOPED_TRACE("batch " + std::to_string(c.batch) + ", " + std::to_string(c.in_channels) + " -> " +

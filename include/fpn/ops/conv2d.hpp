@@ -1,5 +1,6 @@
-// 2-D convolution (square kernel, stride and zero padding; dilation 1, groups 1) on Eigen's GEMM,
-// with the bias and an optional ReLU applied while the output tile is still in cache.
+// 2-D convolution (square kernel, stride and zero padding; dilation 1, groups 1) on a GEMM (fpn's
+// panel kernel for float, Eigen's for other types), with the bias and an optional ReLU applied
+// while the output tile is still in cache.
 //
 // Output pixels are computed in tiles: a tile's patches are gathered into a small column buffer
 // (im2col of at most `column_budget_bytes`), then one GEMM writes the tile's columns of the output.
@@ -58,15 +59,12 @@ inline constexpr std::int64_t winograd_min_pixels = 144;
 // read once for all of them.
 inline constexpr int conv_panels_per_task = 4;
 
-// Where the panel path beats Eigen's GEMM (2 threads, bench/bench_conv.cpp and an A/B of both):
-// every im2col conv (3x3 stride 2: 2-3x) and the 1x1 convs that do not reduce the depth by more
-// than 2x (64 -> 256 1.3x, 256 -> 1024 1.8x); Eigen's blocking stays ahead on the reducing 1x1
-// convs of the bottlenecks (1024 -> 256: 0.8x with panels), which keep its GEMM.
-inline bool panels_pay(std::int64_t in_channels, std::int64_t out_channels, int kernel,
-                       Conv2dParams params) {
-  const bool pointwise = kernel == 1 && params.stride == 1 && params.padding == 0;
-  return !pointwise || in_channels <= 2 * out_channels;
-}
+// Float convolutions run on the panel kernel (conv2d_panels_into); Eigen's GEMM serves the other
+// element types. Against Eigen on 2 threads (bench/bench_conv.cpp and A/Bs of fpn_detect): 3x3
+// stride-2 convs 2-3x, 1x1 convs 64 -> 256 1.3x and 256 -> 1024 1.8x; the reducing 1x1 convs of
+// the bottlenecks (1024 -> 256) were 0.8x while their input was copied into panels, and are ahead
+// since the kernel reads a 1x1 conv's input map in place (Faster R-CNN R50-FPN's detect call 5%
+// faster).
 
 // Output pixels per tile for a GEMM of the given depth: as many columns as fit
 // column_budget_bytes (at least 64), at most the map's pixels.
@@ -162,10 +160,11 @@ void run_tiles(std::int64_t total_tiles, std::size_t scratch_size, const Compute
 }
 
 // The float convolution on fpn's panel kernel (core/detail/panel_gemm.hpp): output pixels in
-// panels of 64, each one task: its patches (or for a 1x1 conv its input pixels) copied into a
-// [Cin k k][64] panel, multiplied by the weight as stored ([Cout, Cin k k]) straight into the
-// output, then the bias and activation while those columns are in cache. No column buffer, no
-// re-packing of the weight, and every output computed the same way at any thread count.
+// panels of 64, each one task: its patches copied into a [Cin k k][64] panel (a 1x1 conv's
+// panels are read in place from its input map, but for an image's last, partial one), multiplied
+// by the weight as stored ([Cout, Cin k k]) straight into the output, then the bias and
+// activation while those columns are in cache. No column buffer, no re-packing of the weight,
+// and every output computed the same way at any thread count.
 inline void conv2d_panels_into(const float* input, std::int64_t batch, std::int64_t in_channels,
                                std::int64_t height, std::int64_t width, const float* weights,
                                std::int64_t out_channels, int kernel, const float* bias,
@@ -195,6 +194,20 @@ inline void conv2d_panels_into(const float* input, std::int64_t batch, std::int6
     float* out = output + n * out_channels * pixels + first;
     float* targets[conv_panels_per_task];
     std::int64_t strides[conv_panels_per_task];
+    if (pointwise && columns == count * panel_width) {
+      // A 1x1 conv's panels are 64 columns of the input map itself: read in place, no copy.
+      for (int p = 0; p < count; ++p) {
+        targets[p] = out + p * panel_width;
+        strides[p] = pixels;
+      }
+      fpn::detail::panel_multiply(out_channels, depth, weights, depth,
+                                  fpn::detail::PanelLayout::in_place(image + first, pixels), count,
+                                  targets, strides, accumulate);
+      bias_activation_epilogue(Eigen::Map<RowMajorMatrix<float>, 0, Eigen::OuterStride<>>(
+                                   out, out_channels, columns, Eigen::OuterStride<>(pixels)),
+                               bias, params.activation);
+      return;
+    }
     for (int p = 0; p < count; ++p) {
       const std::int64_t start = p * panel_width;
       const std::int64_t valid = std::min(panel_width, columns - start);
@@ -262,11 +275,9 @@ void conv2d_into(const T* input, std::int64_t batch, std::int64_t in_channels, s
     return;
   }
   if constexpr (std::is_same_v<T, float>) {
-    if (panels_pay(in_channels, out_channels, kernel, params)) {
-      conv2d_panels_into(input, batch, in_channels, height, width, weights, out_channels, kernel,
-                         bias, params, output, accumulate);
-      return;
-    }
+    conv2d_panels_into(input, batch, in_channels, height, width, weights, out_channels, kernel,
+                       bias, params, output, accumulate);
+    return;
   }
   const std::int64_t out_height = conv_output_size(height, kernel, params.stride, params.padding);
   const std::int64_t out_width = conv_output_size(width, kernel, params.stride, params.padding);

@@ -288,11 +288,13 @@ void winograd_block(const WinogradTiling& tiling, const T* input, const T* filte
     const T* v = scratch.transformed.data() + k * input_stride;
     T* m = scratch.products.data() + k * output_stride;
     if constexpr (std::is_same_v<T, float>) {
-      // fpn's panel kernel: V_k copied into panels of 64 tiles (what Eigen's packing of the
-      // right-hand side did), U_k read as stored (Eigen packed it again for every block).
+      // fpn's panel kernel: V_k's columns in panels of 64 tiles, U_k read as stored (Eigen
+      // packed both again for every block).
       using fpn::detail::panel_width;
       const std::int64_t panels = fpn::detail::panel_count(count);
-      fpn::detail::pack_panels(v, in_channels, count, count, scratch.panels.data());
+      // Whole panels are V_k's columns read in place; a block with a partial one is copied.
+      const bool whole = count % panel_width == 0;
+      if (!whole) fpn::detail::pack_panels(v, in_channels, count, count, scratch.panels.data());
       std::array<float*, winograd_max_block_panels> targets;
       std::array<std::int64_t, winograd_max_block_panels> strides;
       for (std::int64_t p = 0; p < panels; ++p) {
@@ -300,8 +302,11 @@ void winograd_block(const WinogradTiling& tiling, const T* input, const T* filte
         targets[static_cast<std::size_t>(p)] = partial ? scratch.edge.data() : m + p * panel_width;
         strides[static_cast<std::size_t>(p)] = partial ? panel_width : count;
       }
-      fpn::detail::panel_multiply(out_channels, in_channels, u, in_channels, scratch.panels.data(),
-                                  static_cast<int>(panels), targets.data(), strides.data(), false);
+      fpn::detail::panel_multiply(
+          out_channels, in_channels, u, in_channels,
+          whole ? fpn::detail::PanelLayout::in_place(v, count)
+                : fpn::detail::PanelLayout::packed(scratch.panels.data(), in_channels),
+          static_cast<int>(panels), targets.data(), strides.data(), false);
       const std::int64_t last = (panels - 1) * panel_width;
       if (last + panel_width > count) {
         for (std::int64_t c = 0; c < out_channels; ++c) {

@@ -32,11 +32,12 @@ inline constexpr int panel_kernel_packets = panel_packet_size >= 16 ? 4 : 2;
 inline constexpr std::int64_t panel_kernel_width = panel_kernel_packets * panel_packet_size;
 static_assert(panel_width % panel_kernel_width == 0);
 
-// c[r, 0, panel_kernel_width) (+)= sum over k in [0, depth) of a[r * a_stride + k] * b[k * 64 + :]
-// for r in [0, Rows). c: row stride c_stride, any alignment; b: packet-aligned.
+// c[r, 0, panel_kernel_width) (+)= sum over k in [0, depth) of a[r * a_stride + k] * b[k * b_stride + :]
+// for r in [0, Rows). c: row stride c_stride; b: row stride b_stride (64 in a packed panel, a
+// map's row length when the kernel reads a map's columns in place); any alignment.
 template <int Rows>
 inline void panel_kernel(std::int64_t depth, const float* a, std::int64_t a_stride, const float* b,
-                         float* c, std::int64_t c_stride, bool accumulate) {
+                         std::int64_t b_stride, float* c, std::int64_t c_stride, bool accumulate) {
   using namespace Eigen::internal;
   constexpr int V = panel_kernel_packets;
   PanelPacket acc[Rows][V];
@@ -45,7 +46,7 @@ inline void panel_kernel(std::int64_t depth, const float* a, std::int64_t a_stri
   }
   for (std::int64_t k = 0; k < depth; ++k) {
     PanelPacket w[V];
-    for (int v = 0; v < V; ++v) w[v] = pload<PanelPacket>(b + k * panel_width + v * panel_packet_size);
+    for (int v = 0; v < V; ++v) w[v] = ploadu<PanelPacket>(b + k * b_stride + v * panel_packet_size);
     for (int r = 0; r < Rows; ++r) {
       const PanelPacket x = pset1<PanelPacket>(a[r * a_stride + k]);
       for (int v = 0; v < V; ++v) acc[r][v] = pmadd(x, w[v], acc[r][v]);
@@ -61,38 +62,65 @@ inline void panel_kernel(std::int64_t depth, const float* a, std::int64_t a_stri
 
 template <int Rows = panel_kernel_rows>
 inline void panel_kernel_rows_upto(int rows, std::int64_t depth, const float* a, std::int64_t a_stride,
-                                   const float* b, float* c, std::int64_t c_stride, bool accumulate) {
+                                   const float* b, std::int64_t b_stride, float* c,
+                                   std::int64_t c_stride, bool accumulate) {
   if constexpr (Rows > 1) {
     if (rows < Rows) {
-      panel_kernel_rows_upto<Rows - 1>(rows, depth, a, a_stride, b, c, c_stride, accumulate);
+      panel_kernel_rows_upto<Rows - 1>(rows, depth, a, a_stride, b, b_stride, c, c_stride, accumulate);
       return;
     }
   }
-  panel_kernel<Rows>(depth, a, a_stride, b, c, c_stride, accumulate);
+  panel_kernel<Rows>(depth, a, a_stride, b, b_stride, c, c_stride, accumulate);
 }
 
-// For each of `count` panels (panel p at panels + p * depth * 64): c[p][0, rows) x [0, 64) (+)=
-// a[rows, depth] (row stride a_stride) x panel p; c[p] has row stride c_stride[p] and room for 64
-// columns in every row. Several panels share each slice of a's rows while it is in L1.
+// Where a GEMM's right-hand side panels are: panel p's row k at first + p * panel_step +
+// k * row_stride. Packed panels ([depth][64] each, one after another): panel_step depth * 64,
+// row_stride 64. A row-major [depth, columns] matrix read in place, 64 of its columns a panel
+// (all of them inside it): panel_step 64, row_stride its row length.
+struct PanelLayout {
+  const float* first;
+  std::int64_t panel_step;
+  std::int64_t row_stride;
+
+  static PanelLayout packed(const float* panels, std::int64_t depth) {
+    return {panels, depth * panel_width, panel_width};
+  }
+  static PanelLayout in_place(const float* matrix, std::int64_t row_length) {
+    return {matrix, panel_width, row_length};
+  }
+};
+
+// For each of `count` panels: c[p][0, rows) x [0, 64) (+)= a[rows, depth] (row stride a_stride)
+// x panel p; c[p] has row stride c_stride[p] and room for 64 columns in every row. Several panels
+// share each slice of a's rows while it is in L1.
 inline void panel_multiply(std::int64_t rows, std::int64_t depth, const float* a, std::int64_t a_stride,
-                           const float* panels, int count, float* const* c,
+                           PanelLayout panels, int count, float* const* c,
                            const std::int64_t* c_stride, bool accumulate) {
   for (std::int64_t k0 = 0; k0 < depth; k0 += panel_depth_slice) {
     const std::int64_t slice = std::min(panel_depth_slice, depth - k0);
     for (std::int64_t r = 0; r < rows; r += panel_kernel_rows) {
       const int kernel_rows = static_cast<int>(std::min<std::int64_t>(panel_kernel_rows, rows - r));
       for (int p = 0; p < count; ++p) {
-        const float* panel = panels + p * depth * panel_width + k0 * panel_width;
+        const float* panel = panels.first + p * panels.panel_step + k0 * panels.row_stride;
         for (std::int64_t column = 0; column < panel_width; column += panel_kernel_width) {
           panel_kernel_rows_upto(kernel_rows, slice, a + r * a_stride + k0, a_stride, panel + column,
-                                 c[p] + r * c_stride[p] + column, c_stride[p], accumulate || k0 > 0);
+                                 panels.row_stride, c[p] + r * c_stride[p] + column, c_stride[p],
+                                 accumulate || k0 > 0);
         }
       }
     }
   }
 }
 
-// One panel.
+// Packed panels (panel p at panels + p * depth * 64).
+inline void panel_multiply(std::int64_t rows, std::int64_t depth, const float* a, std::int64_t a_stride,
+                           const float* panels, int count, float* const* c,
+                           const std::int64_t* c_stride, bool accumulate) {
+  panel_multiply(rows, depth, a, a_stride, PanelLayout::packed(panels, depth), count, c, c_stride,
+                 accumulate);
+}
+
+// One packed panel.
 inline void panel_multiply(std::int64_t rows, std::int64_t depth, const float* a, std::int64_t a_stride,
                            const float* panel, float* c, std::int64_t c_stride, bool accumulate) {
   panel_multiply(rows, depth, a, a_stride, panel, 1, &c, &c_stride, accumulate);

@@ -138,11 +138,24 @@ def score_held_out(model, count):
         boxes_ar.add(box_iou(output["boxes"].numpy(), gt_boxes), scores, areas)
         if "crops" in output:
             masks_ar.add(mask_iou_crops(output["crops"], gt_masks), scores, areas)
-    result = {"box": boxes_ar.result(), "objects": sizes["all"], "objects_by_size": sizes,
-              "scenes": count, "mean_proposals": float(np.mean(num_proposals))}
+    result = {"box": with_recall_at(boxes_ar), "objects": sizes["all"],
+              "objects_by_size": sizes, "held_out_scenes": count,
+              "mean_proposals": float(np.mean(num_proposals))}
     if model.variant == "segments":
-        result["mask"] = masks_ar.result()
+        result["mask"] = with_recall_at(masks_ar)
     return result
+
+
+def with_recall_at(evaluator):
+    """The AR table plus recall at IoU 0.5 and 0.75 with 1000 proposals ("R50@1000",
+    "R75@1000"): where AR falls, these say whether objects are missed or poorly located."""
+    table = evaluator.result()
+    values = evaluator.recall("all", MAX_DETS[-1])
+    for threshold in (0.5, 0.75):
+        index = int(np.argmin(np.abs(evaluator.thresholds - threshold)))
+        table[f"R{round(threshold * 100)}@{MAX_DETS[-1]}"] = (
+            None if values is None else float(values[index]))
+    return table
 
 
 def format_recall(result, log):
@@ -173,20 +186,23 @@ def markdown_tables(results):
     def cell(value):
         return "-" if value is None else f"{100 * value:.1f}"
 
-    lines = ["| RPN variant | AR@100 | AR@1000 | AR_s@1000 | AR_m@1000 | AR_l@1000 |",
-             "| --- | ---: | ---: | ---: | ---: | ---: |"]
+    lines = ["| RPN variant | AR@100 | AR@1000 | AR_s@1000 | AR_m@1000 | AR_l@1000 "
+             "| R50@1000 | R75@1000 |",
+             "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
     for variant in seed_models.RPN_VARIANTS:
         if variant in results:
             box = results[variant]["box"]
-            keys = ["AR@100", "AR@1000", "AR_small@1000", "AR_medium@1000", "AR_large@1000"]
+            keys = ["AR@100", "AR@1000", "AR_small@1000", "AR_medium@1000", "AR_large@1000",
+                    "R50@1000", "R75@1000"]
             lines.append(f"| {variant} | " + " | ".join(cell(box[k]) for k in keys) + " |")
     if "segments" in results:
-        lines += ["", "| segments | AR@10 | AR@100 | AR@1000 | AR_s@1000 | AR_m@1000 | AR_l@1000 |",
-                  "| --- | ---: | ---: | ---: | ---: | ---: | ---: |"]
+        lines += ["", "| segments | AR@10 | AR@100 | AR@1000 | AR_s@1000 | AR_m@1000 "
+                  "| AR_l@1000 | R50@1000 | R75@1000 |",
+                  "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
         for kind in ("mask", "box"):
             table = results["segments"][kind]
             keys = ["AR@10", "AR@100", "AR@1000", "AR_small@1000", "AR_medium@1000",
-                    "AR_large@1000"]
+                    "AR_large@1000", "R50@1000", "R75@1000"]
             lines.append(f"| {kind} | " + " | ".join(cell(table[k]) for k in keys) + " |")
     return "\n".join(lines)
 
@@ -228,6 +244,8 @@ def main(argv=None):
         log(f"wrote {os.path.relpath(weights_path, PROJECT)}: {os.path.getsize(weights_path)} "
             f"bytes, {len(tensors)} tensors")
         model = seed_models.load_seed_model(weights_path)
+    # "scenes" in the weights' metadata counts training scenes; results.json says which.
+    entry["train_scenes"] = entry.pop("scenes", None)
     start = time.monotonic()
     result = score_held_out(model, args.held_out)
     base = train_demo.HELD_OUT_SEED_BASE

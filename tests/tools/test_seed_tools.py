@@ -1,6 +1,7 @@
 """The seed experiment's tooling (issue 16): the AR evaluator on hand-derived cases and against a
 line-by-line transcription of COCOeval, the segment network's decoding parts against
-torchvision's, and the ablated necks against their formulas."""
+torchvision's, the ablated necks against their formulas, and the committed seed files."""
+import json
 import os
 import sys
 import unittest
@@ -12,6 +13,9 @@ import torch.nn.functional as F
 PROJECT = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
 sys.path.insert(0, os.path.join(PROJECT, "tools"))
 from fpn_tools import evaluate, recall, seed_models  # noqa: E402
+from fpn_tools.safetensors_io import load_file  # noqa: E402
+
+SEED_DATA = os.path.join(PROJECT, "examples", "data", "seed")
 
 
 def ar_of(images, max_dets=recall.MAX_DETS):
@@ -320,6 +324,34 @@ class Necks(unittest.TestCase):
         self.assertNotIn("fpn.layer_blocks.1.0.weight", names)
         names = set(seed_models.build_backbone("c4").state_dict())
         self.assertFalse(any(n.startswith("body.layer4") for n in names))
+
+
+@unittest.skipUnless(os.path.exists(os.path.join(SEED_DATA, "results.json")),
+                     "the seed models are not trained yet")
+class CommittedSeedModels(unittest.TestCase):
+    def test_weights_load_fit_the_budget_and_say_what_they_are(self):
+        total = 0
+        for variant in seed_models.VARIANTS:
+            path = os.path.join(SEED_DATA, f"{variant}.safetensors")
+            total += os.path.getsize(path)
+            model = seed_models.load_seed_model(path)  # strict: no missing or extra tensors
+            self.assertEqual(model.seed_metadata["variant"], variant)
+            self.assertEqual(model.seed_metadata["arch"], f"seed_{variant}")
+            tensors, _ = load_file(path)
+            self.assertTrue(all(t.dtype == np.float16 for t in tensors.values()))
+            self.assertTrue(os.path.exists(os.path.join(SEED_DATA, f"{variant}.log")))
+        self.assertLessEqual(total, 10 * 1024 * 1024)
+
+    def test_results_cover_every_variant(self):
+        with open(os.path.join(SEED_DATA, "results.json")) as f:
+            results = json.load(f)
+        self.assertEqual(list(results), list(seed_models.VARIANTS))
+        for variant, entry in results.items():
+            self.assertEqual(entry["held_out_scenes"], 200)
+            self.assertEqual(entry["train_scenes"], 3200)
+            self.assertEqual(entry["steps"], 800)
+            self.assertGreater(entry["box"]["AR@1000"], 0.3, variant)
+        self.assertGreater(results["segments"]["mask"]["AR@1000"], 0.2)
 
 
 if __name__ == "__main__":

@@ -14,10 +14,8 @@
 
 #include <algorithm>
 #include <array>
-#include <charconv>
 #include <chrono>
 #include <cstdio>
-#include <cstdlib>
 #include <filesystem>
 #include <functional>
 #include <iostream>
@@ -207,13 +205,7 @@ std::string caption_name(const std::vector<std::string>& names, std::int64_t lab
   return category_name(names, label).value_or("label " + std::to_string(label));
 }
 
-// A float as the shortest decimal that reads back as the same float: 0.7 stays 0.7 in the JSON
-// rather than 0.699999988079071 (the float widened to double).
-double json_number(float value) {
-  std::array<char, 32> text{};
-  const auto written = std::to_chars(text.data(), text.data() + text.size(), value);
-  return std::strtod(std::string(text.data(), written.ptr).c_str(), nullptr);
-}
+using fpn::examples::json_number;
 
 // One image's entries of the COCO results format (https://cocodataset.org/#format-results).
 nlohmann::ordered_json coco_results(const Detections& detections, std::int64_t image_id,

@@ -13,7 +13,9 @@
 #pragma once
 
 #include <array>
+#include <charconv>
 #include <cstdint>
+#include <cstdlib>
 #include <optional>
 #include <span>
 #include <string>
@@ -183,6 +185,14 @@ inline RleCounts rle_from_string(std::string_view text) {
     counts.push_back(static_cast<std::uint32_t>(value));
   }
   return counts;
+}
+
+// A float for a JSON file as the shortest decimal that reads back as the same float: 0.7 stays
+// 0.7 rather than 0.699999988079071 (the float widened to double).
+inline double json_number(float value) {
+  std::array<char, 32> text{};
+  const auto written = std::to_chars(text.data(), text.data() + text.size(), value);
+  return std::strtod(std::string(text.data(), written.ptr).c_str(), nullptr);
 }
 
 }  // namespace fpn::examples

@@ -1,4 +1,4 @@
-# End-to-end tests of the example programs (examples/fpn_detect, examples/fpn_features), include()d
+# End-to-end tests of the example programs (examples/fpn_detect, fpn_features, fpn_segments), include()d
 # from tests/CMakeLists.txt. tests/app/test_cli.py runs the built programs on the detector
 # fixture's seeded weights and compares their outputs with torchvision's, which
 # tools/fixtures/cli.py computes from those same weights.
@@ -22,6 +22,13 @@ if(FPN_BUILD_EXAMPLES)
   set_tests_properties(examples_cli PROPERTIES
     FIXTURES_REQUIRED "fixtures_test_models;cli_fixture" TIMEOUT 900
     RESOURCE_LOCK ${FPN_CORES_LOCK})
+
+  # fpn_segments on a held-out scene against the seed's PyTorch reference (tools/fixtures/seed.py).
+  add_test(NAME examples_segments
+    COMMAND ${FPN_PYTHON} ${CMAKE_CURRENT_LIST_DIR}/test_segments_cli.py
+      --segments $<TARGET_FILE:fpn_segments> --fixtures ${FPN_FIXTURE_DIR})
+  set_tests_properties(examples_segments PROPERTIES
+    FIXTURES_REQUIRED fixtures_test_models TIMEOUT 300 RESOURCE_LOCK ${FPN_CORES_LOCK})
 
   # Folder runs in pieces (tests/app/test_shards.py): --shard, --resume after SIGKILL and
   # tools/merge_results.py against one uninterrupted run, on the demo model and generated scenes.

@@ -1,5 +1,6 @@
 // Which stages the neck takes is checked against the body: a stage 5 of a four-stage ResNet is
-// refused (as are stages out of order, or a last stage that is not the body's).
+// refused (as are stages out of order; a last stage below the body's is taken only from a body
+// that can load its first stages alone, as nn::ResNet can: the C4 baseline's Stages<3>).
 // error: BackboneWithFPN: Returned must be nn::Stages<...> of increasing stage numbers
 #include "fpn/nn/backbone.hpp"
 

@@ -14,6 +14,7 @@
 #include <utility>
 #include <vector>
 
+#include "../support/expect_error.hpp"
 #include "../support/fixtures.hpp"
 #include "fpn/io/safetensors.hpp"
 #include "fpn/models/shapes_demo.hpp"
@@ -28,17 +29,7 @@ const std::string demo_path =
 // The demo model's Faster R-CNN: its file holds it whole, plus the mask branch.
 using FasterShapesDemo = TwoStageDetector<ShapesDemoBackbone, RoiHeads<nn::BoxHead<64, 256>>>;
 
-template <typename Error, typename Call>
-void expect_error(Call call, const std::string& message) {
-  try {
-    call();
-    ADD_FAILURE() << "expected " << message;
-  } catch (const Error& error) {
-    EXPECT_EQ(std::string(error.what()), message);
-  } catch (const std::exception& error) {
-    ADD_FAILURE() << "wrong exception type: " << error.what();
-  }
-}
+using fpn::testing::expect_error;
 
 template <typename Error, typename Call>
 void expect_error_containing(Call call, const std::vector<std::string>& parts) {

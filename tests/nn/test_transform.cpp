@@ -8,6 +8,7 @@
 #include <string>
 #include <vector>
 
+#include "../support/expect_error.hpp"
 #include "../support/fixtures.hpp"
 #include "fpn/nn/transform.hpp"
 
@@ -260,15 +261,7 @@ TEST(Preprocess, ScaleOneIsAnExactNormalisedCopy) {
   }
 }
 
-template <typename Error, typename Call>
-void expect_error(Call call, const std::string& message) {
-  try {
-    call();
-    ADD_FAILURE() << "expected: " << message;
-  } catch (const Error& error) {
-    EXPECT_EQ(std::string(error.what()), message);
-  }
-}
+using fpn::testing::expect_error;
 
 TEST(Preprocess, RefusesEmptyOrNullImages) {
   const std::uint8_t pixel[3] = {1, 2, 3};

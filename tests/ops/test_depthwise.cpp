@@ -10,6 +10,7 @@
 #include <random>
 #include <string>
 
+#include "../support/expect_error.hpp"
 #include "../support/fixtures.hpp"
 #include "fpn/core/detail/eigen.hpp"
 #include "fpn/core/thread_pool.hpp"
@@ -157,15 +158,7 @@ TEST(DepthwiseConv2d, BitwiseIdenticalOnOneAndTwoThreads) {
 }
 
 // Expects call() to throw Error type with exactly `message`.
-template <typename Error, typename Call>
-void expect_error(Call call, const std::string& message) {
-  try {
-    call();
-    ADD_FAILURE() << "no exception; expected: " << message;
-  } catch (const Error& error) {
-    EXPECT_EQ(std::string(error.what()), message);
-  }
-}
+using fpn::testing::expect_error;
 
 TEST(DepthwiseConv2d, RejectsMisuseWithClearMessages) {
   const Tensor<float> input(Shape{1, 16, 8, 8});

@@ -12,6 +12,7 @@
 #include <string>
 #include <vector>
 
+#include "../support/expect_error.hpp"
 #include "../support/fixtures.hpp"
 #include "fpn/core/thread_pool.hpp"
 #include "fpn/ops/group_norm.hpp"
@@ -161,15 +162,7 @@ TEST(GroupNorm, BitwiseIdenticalAtAnyThreadCount) {
   }
 }
 
-template <typename Error, typename Call>
-void expect_error(Call call, const std::string& message) {
-  try {
-    call();
-    FAIL() << "no exception; expected: " << message;
-  } catch (const Error& error) {
-    EXPECT_EQ(std::string(error.what()), message);
-  }
-}
+using fpn::testing::expect_error;
 
 TEST(GroupNorm, RejectsMisuse) {
   const Tensor<float> input(Shape{1, 6, 4, 4});

@@ -40,6 +40,12 @@ struct MatchCriteria {
   double tie_score = 1e-4;  // |score - threshold or cut| within this is a near-tie
   double tie_iou = 1e-3;    // |IoU - nms_thresh| within this is a near-tie
   bool per_label_nms = true;
+  // Whether a box one side keeps and the other does not is a tie when the other side also keeps
+  // a box the first does not with exactly the same score (within float rounding): a map with
+  // repeated values (nearest-upsampled, as the FPN without laterals) gives several locations one
+  // logit, and which of them top-k and NMS keep is the order of equal scores, which torch leaves
+  // unspecified. What NMS then keeps around them may differ too; the caller bounds that.
+  bool equal_score_ties = false;
 };
 
 struct MatchReport {
@@ -105,8 +111,21 @@ inline MatchReport match_detections(const std::vector<ScoredBox>& reference,
       report.pairs.emplace_back(r, best);
     }
   }
+  // The other side's unmatched box of exactly d's score, when equal_score_ties allows it.
+  auto equal_score = [&](const ScoredBox& d, bool d_is_reference) -> std::string {
+    if (!c.equal_score_ties) return "";
+    const auto& others = d_is_reference ? ours : reference;
+    const auto& taken = d_is_reference ? used : matched_reference;
+    for (std::size_t i = 0; i < others.size(); ++i) {
+      if (!taken[i] && std::abs(others[i].score - d.score) <= 1e-6f * std::max(1.0f, std::abs(d.score))) {
+        return "score equal to the other side's " + describe(others[i]) + " (order of equal scores)";
+      }
+    }
+    return "";
+  };
   auto classify = [&](const ScoredBox& d, const std::string& side) {
-    const std::string why = near_tie(d, reference, ours, c);
+    std::string why = near_tie(d, reference, ours, c);
+    if (why.empty()) why = equal_score(d, side == "only torchvision has");
     (why.empty() ? report.failures : report.ties).push_back(side + " " + describe(d) + (why.empty() ? "" : ": " + why));
   };
   for (std::size_t r = 0; r < reference.size(); ++r) {

@@ -9,7 +9,6 @@
 
 #include <algorithm>
 #include <array>
-#include <charconv>
 #include <concepts>
 #include <cstdint>
 #include <filesystem>
@@ -17,7 +16,6 @@
 #include <span>
 #include <string>
 #include <string_view>
-#include <system_error>
 #include <utility>
 #include <vector>
 
@@ -27,6 +25,7 @@
 #include "fpn/core/thread_pool.hpp"
 #include "fpn/io/safetensors.hpp"
 #include "fpn/models/detections.hpp"
+#include "fpn/models/metadata.hpp"
 #include "fpn/nn/backbone.hpp"
 #include "fpn/nn/conv_fc_box_head.hpp"
 #include "fpn/nn/feature_pyramid.hpp"
@@ -122,22 +121,6 @@ concept backbone_with_fpn = requires(const nn::WeightReader& reader, const T& ne
 };
 
 namespace detail {
-
-// A metadata value that must be an integer in [low, high], or nullopt when the file has none.
-inline std::optional<std::int64_t> metadata_integer(const nn::WeightSource& source,
-                                                    const std::string& key, std::int64_t low,
-                                                    std::int64_t high) {
-  const std::optional<std::string> text = source.metadata(key);
-  if (!text) return std::nullopt;
-  std::int64_t value = 0;
-  const auto [end, error] = std::from_chars(text->data(), text->data() + text->size(), value);
-  if (error != std::errc() || end != text->data() + text->size() || value < low || value > high) {
-    throw WeightError(source.describe() + ": metadata " + key + " must be an integer in [" +
-                      std::to_string(low) + ", " + std::to_string(high) + "], got \"" + *text +
-                      "\"");
-  }
-  return value;
-}
 
 // "class_names": a JSON list of strings, index = label.
 inline std::vector<std::string> metadata_class_names(const nn::WeightSource& source) {

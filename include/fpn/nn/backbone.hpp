@@ -94,6 +94,12 @@ inline bool arch_has_backbone(std::string_view stored, std::string_view backbone
           stored[stored.size() - backbone.size() - 1] == '_');
 }
 
+// Whether the body can load and run only its first stages (ResNet::load(reader, stages)).
+template <typename Body>
+concept loads_first_stages = requires(const WeightReader& reader) {
+  { Body::load(reader, std::size_t{}) } -> std::same_as<Body>;
+};
+
 template <typename Body, typename Returned>
 constexpr bool stages_fit() {
   int previous = 0;
@@ -101,7 +107,7 @@ constexpr bool stages_fit() {
     if (number <= previous || number > static_cast<int>(Body::num_stages)) return false;
     previous = number;
   }
-  return previous == static_cast<int>(Body::num_stages);
+  return previous == static_cast<int>(Body::num_stages) || loads_first_stages<Body>;
 }
 
 }  // namespace detail
@@ -118,14 +124,24 @@ class BackboneWithFPN {
                 "top_down(laterals, top stage)), e.g. nn::FPN<256>");
   static_assert(detail::stages_fit<Body, Returned>(),
                 "BackboneWithFPN: Returned must be nn::Stages<...> of increasing stage numbers "
-                "from 1 to the body's num_stages, ending at its last stage");
+                "from 1 to the body's num_stages, ending at its last stage unless the body can "
+                "load its first stages alone (Body::load(reader, stages), as nn::ResNet)");
 
  public:
   using body_type = Body;
   using neck_type = Neck;
   using returned_stages = Returned;
   static constexpr std::int64_t out_channels = Neck::out_channels;
-  static constexpr std::size_t num_levels = Returned::count + Neck::extra_level_count;
+  static constexpr std::size_t num_levels = [] {
+    if constexpr (requires { Neck::pyramid_levels(std::size_t{}); }) {
+      return Neck::pyramid_levels(Returned::count);
+    } else {
+      return Returned::count + Neck::extra_level_count;
+    }
+  }();
+  // The body's stages that run: up to the last one the neck takes (torchvision's
+  // IntermediateLayerGetter stops there too; e.g. the FPN paper's C4 baseline, Stages<3>).
+  static constexpr std::size_t used_stages = static_cast<std::size_t>(Returned::numbers.back());
 
   // The widths and nominal strides of the stage maps the neck takes.
   static constexpr std::array<std::int64_t, Returned::count> taken_channels = [] {
@@ -161,7 +177,11 @@ class BackboneWithFPN {
     }
     const WeightReader scope = weights.child(prefix);
     BackboneWithFPN net;
-    net.body_ = Body::load(scope.child("body"));
+    if constexpr (used_stages == Body::num_stages) {
+      net.body_ = Body::load(scope.child("body"));
+    } else {
+      net.body_ = Body::load(scope.child("body"), used_stages);
+    }
     net.neck_ = Neck::load(scope.child("fpn"), taken_channels, taken_strides);
     if (!options.allow_unused) {
       scope.check_all_read(arch.empty() ? std::string_view("the backbone") : arch);
@@ -192,7 +212,7 @@ class BackboneWithFPN {
     std::vector<Tensor<float>> taken;
     Tensor<float> x = body_.forward_stem(image);
     std::size_t next = 0;
-    for (std::size_t stage = 0; stage < Body::num_stages; ++stage) {
+    for (std::size_t stage = 0; stage < used_stages; ++stage) {
       x = body_.forward_stage(stage, x);
       if (next < Returned::count && Returned::numbers[next] == static_cast<int>(stage) + 1) {
         taken.push_back(x);
@@ -215,12 +235,12 @@ class BackboneWithFPN {
     Tensor<float> previous = body_.forward_stage(0, stem);
     stem = Tensor<float>();
     std::size_t next = 0;  // the next returned stage's position in Returned
-    for (std::size_t stage = 1; stage <= Body::num_stages; ++stage) {
+    for (std::size_t stage = 1; stage <= used_stages; ++stage) {
       Tensor<float> current;
-      if (stage < Body::num_stages) current = body_.forward_stage(stage, previous);
+      if (stage < used_stages) current = body_.forward_stage(stage, previous);
       // previous is stage `stage - 1`'s map (stage number `stage`).
       if (next < Returned::count && Returned::numbers[next] == static_cast<int>(stage)) {
-        if (stage == Body::num_stages && Neck::extra_reads_stage) {
+        if (stage == used_stages && Neck::extra_reads_stage) {
           laterals.push_back(neck_.lateral_from(next, previous));
           return neck_.top_down(std::move(laterals), &previous);
         }

@@ -39,6 +39,15 @@ concept extra_levels = requires(const WeightReader& reader, const T& block, Feat
   { block.append(pyramid, stage) } -> std::same_as<void>;
 };
 
+// No extra levels: the pyramid is the pathway's own levels.
+struct NoExtraLevels {
+  static constexpr std::size_t levels = 0;
+  static constexpr bool reads_stage = false;
+
+  static NoExtraLevels load(const WeightReader&, std::int64_t, std::int64_t) { return {}; }
+  void append(FeaturePyramid&, const Tensor<float>*) const {}
+};
+
 // max_pool2d(P_top, kernel 1, stride 2), i.e. every other pixel, named "pool".
 struct LastLevelMaxPool {
   static constexpr std::size_t levels = 1;

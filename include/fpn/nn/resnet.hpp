@@ -12,6 +12,7 @@
 #include <utility>
 #include <vector>
 
+#include "fpn/core/errors.hpp"
 #include "fpn/core/tensor.hpp"
 #include "fpn/nn/conv.hpp"
 #include "fpn/nn/weights.hpp"
@@ -151,12 +152,17 @@ class ResNet {
       BaseWidth * Block::expansion, 2 * BaseWidth * Block::expansion,
       4 * BaseWidth * Block::expansion, 8 * BaseWidth * Block::expansion};
 
-  // body: a reader scoped to the ResNet's parameters ("backbone.body.").
-  static ResNet load(const WeightReader& body) {
+  // body: a reader scoped to the ResNet's parameters ("backbone.body."). stages: how many stages
+  // to load, from layer1 (torchvision's IntermediateLayerGetter stops after the last returned
+  // layer, so a body returning layer3 has no layer4 in its file); forward_stage runs only those.
+  static ResNet load(const WeightReader& body, std::size_t stages = 4) {
+    if (stages < 1 || stages > 4) {
+      fpn::detail::throw_argument_error("ResNet::load", "stages must be 1 to 4, got " + std::to_string(stages));
+    }
     ResNet net;
     net.stem_ = Conv2d::load_folded(body, "conv1", "bn1", {3, stem_channels, 7, 2, 3, ops::Activation::relu});
     std::int64_t in_channels = stem_channels;
-    for (std::size_t stage = 0; stage < 4; ++stage) {
+    for (std::size_t stage = 0; stage < stages; ++stage) {
       const std::int64_t planes = BaseWidth << stage;
       const WeightReader layer = body.child("layer" + std::to_string(stage + 1));
       for (int index = 0; index < blocks_per_stage[stage]; ++index) {
@@ -187,6 +193,11 @@ class ResNet {
   // One stage, 0 (layer1) to 3 (layer4). Each block's output moves into the next block, which
   // may reuse its map.
   Tensor<float> forward_stage(std::size_t stage, const Tensor<float>& input) const {
+    if (stage >= 4 || stages_[stage].empty()) {
+      fpn::detail::throw_argument_error("ResNet::forward_stage",
+                                        "stage " + std::to_string(stage) + " is not loaded (" +
+                                            std::to_string(loaded_stages()) + " of 4 are)");
+    }
     Tensor<float> x = stages_[stage].front().forward(input);
     for (std::size_t index = 1; index < stages_[stage].size(); ++index) {
       x = stages_[stage][index].forward(std::move(x));
@@ -208,6 +219,12 @@ class ResNet {
       }
     }
     return total;
+  }
+
+  std::size_t loaded_stages() const {
+    std::size_t count = 0;
+    while (count < 4 && !stages_[count].empty()) ++count;
+    return count;
   }
 
   const Conv2d& stem() const { return stem_; }

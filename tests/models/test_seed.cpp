@@ -157,6 +157,14 @@ TEST(SeedProposals, AnAbsentConnectionOrStageIsAnErrorNotUndefined) {
   const auto& neck = net.backbone().neck();
   EXPECT_THROW((void)neck.lateral(0), ArgumentError);
   EXPECT_NO_THROW((void)neck.lateral(3));
+  // A level beyond the four inputs, and a map that is not one image where no lateral stands.
+  EXPECT_THROW((void)neck.lateral(4), ArgumentError);
+  EXPECT_THROW((void)neck.output(4), ArgumentError);
+  const Tensor<float> c2(Shape{1, 16, 8, 8});
+  EXPECT_THROW((void)neck.lateral_from(4, c2), ArgumentError);
+  EXPECT_THROW((void)neck.lateral_from(0, Tensor<float>(Shape{16, 8, 8})), ShapeError);
+  const Tensor<float> zeros = neck.lateral_from(0, c2);
+  EXPECT_EQ(zeros.shape(), Shape({1, 64, 8, 8}));
   const io::SafeTensors p2_file = open_fixture("seed_model_p2.safetensors");
   const auto p2 = SeedP2::load(nn::WeightReader(p2_file));
   EXPECT_THROW((void)p2.backbone().neck().output(1), ArgumentError);

@@ -123,16 +123,17 @@ inline MatchReport match_detections(const std::vector<ScoredBox>& reference,
     }
     return "";
   };
-  auto classify = [&](const ScoredBox& d, const std::string& side) {
+  auto classify = [&](const ScoredBox& d, bool is_reference) {
+    const std::string side = is_reference ? "only torchvision has" : "only fpn has";
     std::string why = near_tie(d, reference, ours, c);
-    if (why.empty()) why = equal_score(d, side == "only torchvision has");
+    if (why.empty()) why = equal_score(d, is_reference);
     (why.empty() ? report.failures : report.ties).push_back(side + " " + describe(d) + (why.empty() ? "" : ": " + why));
   };
   for (std::size_t r = 0; r < reference.size(); ++r) {
-    if (!matched_reference[r]) classify(reference[r], "only torchvision has");
+    if (!matched_reference[r]) classify(reference[r], true);
   }
   for (std::size_t o = 0; o < ours.size(); ++o) {
-    if (!used[o]) classify(ours[o], "only fpn has");
+    if (!used[o]) classify(ours[o], false);
   }
   return report;
 }

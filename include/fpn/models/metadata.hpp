@@ -17,6 +17,7 @@
 
 #include "fpn/core/detail/json.hpp"
 #include "fpn/core/errors.hpp"
+#include "fpn/nn/transform.hpp"
 #include "fpn/nn/weights.hpp"
 
 namespace fpn {
@@ -56,6 +57,15 @@ inline std::optional<std::int64_t> metadata_integer(const nn::WeightSource& sour
                       "\"");
   }
   return value;
+}
+
+// "min_size" and "max_size" into `transform`, where the file records them (the demo's and the
+// seed models' 320/512).
+inline void metadata_transform_sizes(const nn::WeightSource& source, nn::TransformParams& transform) {
+  transform.min_size = metadata_integer(source, "min_size", 1, nn::TransformParams::size_limit)
+                           .value_or(transform.min_size);
+  transform.max_size = metadata_integer(source, "max_size", 1, nn::TransformParams::size_limit)
+                           .value_or(transform.max_size);
 }
 
 // A finite number, as JSON or Python writes it.

@@ -121,11 +121,7 @@ class ProposalNetwork {
     const nn::WeightSource& source = weights.source();
     if (options.check_arch) detail::check_arch(source, arch);
     ProposalNetwork net;
-    nn::TransformParams& transform = net.default_params_.transform;
-    transform.min_size = detail::metadata_integer(source, "min_size", 1, nn::TransformParams::size_limit)
-                             .value_or(transform.min_size);
-    transform.max_size = detail::metadata_integer(source, "max_size", 1, nn::TransformParams::size_limit)
-                             .value_or(transform.max_size);
+    detail::metadata_transform_sizes(source, net.default_params_.transform);
     nn::RpnParams& rpn = net.default_params_.rpn;
     constexpr std::int64_t count_limit = std::int64_t{1} << 24;
     rpn.pre_nms_top_n = detail::metadata_integer(source, "pre_nms_top_n", 1, count_limit).value_or(rpn.pre_nms_top_n);
@@ -154,11 +150,7 @@ class ProposalNetwork {
       throw WeightError(source.describe() + ": metadata " + error.what());
     }
 
-    if constexpr (requires { Backbone::load(weights, nn::LoadOptions{}); }) {
-      net.backbone_ = Backbone::load(weights, nn::LoadOptions{.allow_unused = true, .check_arch = false});
-    } else {
-      net.backbone_ = Backbone::load(weights);
-    }
+    net.backbone_ = detail::load_model_backbone<Backbone>(weights);
     net.rpn_ = Rpn::load(weights.child("rpn"), net.params_.rpn, anchors);
     if (!options.allow_unused) {
       weights.check_all_read(arch.empty() ? std::string_view("the proposal network") : arch);

@@ -208,12 +208,7 @@ class SegmentProposalNetwork {
     if (options.check_arch) detail::check_arch(source, arch);
     SegmentProposalNetwork net;
     nn::TransformParams& transform = net.default_params_.transform;
-    transform.min_size =
-        detail::metadata_integer(source, "min_size", 1, nn::TransformParams::size_limit)
-            .value_or(transform.min_size);
-    transform.max_size =
-        detail::metadata_integer(source, "max_size", 1, nn::TransformParams::size_limit)
-            .value_or(transform.max_size);
+    detail::metadata_transform_sizes(source, transform);
     read_channels(source, "image_mean", transform.mean);
     read_channels(source, "image_std", transform.stddev);
     check_params(net.default_params_, "the file's SegmentNetworkParams");
@@ -230,13 +225,7 @@ class SegmentProposalNetwork {
     }
     net.params_ = given.value_or(net.default_params_);
     check_params(net.params_);
-    // The whole file is checked below, and its arch names the network, not the backbone.
-    if constexpr (requires { Backbone::load(weights, nn::LoadOptions{}); }) {
-      net.backbone_ =
-          Backbone::load(weights, nn::LoadOptions{.allow_unused = true, .check_arch = false});
-    } else {
-      net.backbone_ = Backbone::load(weights);
-    }
+    net.backbone_ = detail::load_model_backbone<Backbone>(weights);
     net.head_ = Head::load(weights.child("segment_head"), net.params_.segments);
     if (!options.allow_unused) {
       weights.check_all_read(arch.empty() ? std::string_view("the segment-proposal network") : arch);

@@ -139,6 +139,17 @@ inline std::vector<std::string> metadata_class_names(const nn::WeightSource& sou
   return names;
 }
 
+// A model's backbone from the model's file: the model checks the whole file (and its arch) at the
+// end of its own load, so the backbone need not check its part, when it can be told so.
+template <typename Backbone>
+Backbone load_model_backbone(const nn::WeightReader& weights) {
+  if constexpr (requires { Backbone::load(weights, nn::LoadOptions{}); }) {
+    return Backbone::load(weights, nn::LoadOptions{.allow_unused = true, .check_arch = false});
+  } else {
+    return Backbone::load(weights);
+  }
+}
+
 // Whether a mask head, if there is one, pools features of `channels` channels.
 template <typename Heads>
 constexpr bool mask_width_agrees(std::int64_t channels) {
@@ -466,16 +477,12 @@ class TwoStageDetector {
     }
     detector.default_params_ = Builder::params();
     check_params(detector.default_params_, "the builder's DetectorParams");
-    nn::TransformParams& transform = detector.default_params_.transform;
-    transform.min_size = detail::metadata_integer(source, "min_size", 1, nn::TransformParams::size_limit)
-                             .value_or(transform.min_size);
-    transform.max_size = detail::metadata_integer(source, "max_size", 1, nn::TransformParams::size_limit)
-                             .value_or(transform.max_size);
+    detail::metadata_transform_sizes(source, detector.default_params_.transform);
     detector.params_ = given.value_or(detector.default_params_);
     check_params(detector.params_);
     detector.box_pooler_.set_pooling(detector.params_.box_pooling);
 
-    detector.backbone_ = load_backbone(weights);
+    detector.backbone_ = detail::load_model_backbone<Backbone>(weights);
     detector.rpn_ = Rpn::load(weights.child("rpn"), detector.params_.rpn, anchors);
     const nn::WeightReader roi_heads = weights.child("roi_heads");
     detector.box_head_ = Heads::box_head::load(roi_heads, detector.num_classes_);
@@ -486,16 +493,6 @@ class TwoStageDetector {
       weights.check_all_read(arch.empty() ? std::string_view("the detector") : arch);
     }
     return detector;
-  }
-
-  // The whole file is checked at the end of the detector's load, so the backbone need not check
-  // its part (when it can be told so).
-  static Backbone load_backbone(const nn::WeightReader& weights) {
-    if constexpr (requires { Backbone::load(weights, nn::LoadOptions{}); }) {
-      return Backbone::load(weights, nn::LoadOptions{.allow_unused = true, .check_arch = false});
-    } else {
-      return Backbone::load(weights);
-    }
   }
 
   // The sizes of a preprocessed image that the heads read.

@@ -220,6 +220,7 @@ class FPN {
   // The lateral conv of a stage map it owns: in place when the widths agree. Without a lateral at
   // this level, zeros of the map's size (what the sum above is resized to and added into).
   Tensor<float> lateral_in(std::size_t index, Tensor<float> stage) const {
+    check_level("FPN::lateral_in", index);
     if (!has_lateral(index, lateral_.size())) return no_lateral(stage);
     if (lateral_[index].spec().in_channels != out_channels) return lateral_[index].forward(stage);
     lateral_[index].forward_in_place(stage);
@@ -228,6 +229,7 @@ class FPN {
 
   // The lateral conv of a stage map the caller keeps.
   Tensor<float> lateral_from(std::size_t index, TensorView<const float> stage) const {
+    check_level("FPN::lateral_from", index);
     if (!has_lateral(index, lateral_.size())) return no_lateral(stage);
     return lateral_[index].forward(stage);
   }
@@ -254,12 +256,14 @@ class FPN {
 
   // A level's convs; ArgumentError for one this pathway leaves out.
   const Conv2d& lateral(std::size_t index) const {
+    check_level("FPN::lateral", index);
     if (!has_lateral(index, lateral_.size())) absent("FPN::lateral", "lateral", index);
-    return lateral_.at(index);
+    return lateral_[index];
   }
   const Conv2d& output(std::size_t index) const {
+    check_level("FPN::output", index);
     if (!has_output(index)) absent("FPN::output", "output conv", index);
-    return output_.at(index);
+    return output_[index];
   }
   const Extra& extra_block() const { return extra_; }
 
@@ -273,7 +277,17 @@ class FPN {
                                                  " at level " + std::to_string(index));
   }
 
+  // ArgumentError unless index is one of the input levels.
+  void check_level(std::string_view where, std::size_t index) const {
+    if (index >= lateral_.size()) {
+      fpn::detail::throw_argument_error(where, "level " + std::to_string(index) + " of an FPN over " +
+                                                   std::to_string(lateral_.size()) + " stage maps");
+    }
+  }
+
+  // The zeros that stand for an absent lateral; stage must be one image (as the conv would ask).
   static Tensor<float> no_lateral(TensorView<const float> stage) {
+    fpn::detail::check_single_image("FPN::lateral", "stage", stage.shape().dims(), -1);
     return Tensor<float>(Shape{1, out_channels, stage.shape()[2], stage.shape()[3]});
   }
 

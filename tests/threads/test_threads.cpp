@@ -1,23 +1,29 @@
 // fpn's thread pool: every index runs once, errors reach the caller, nested calls run inline,
 // ThreadLimit bounds a call; ops and a whole detector give bitwise-identical results at 1, 2 and
-// 3 threads; several threads share one loaded detector and each gets the single-threaded result.
+// 3 threads; several threads share one loaded detector and each gets the single-threaded result;
+// a detector loaded on several threads equals one loaded on one, with a sequential load's errors.
 // CI also runs this binary under ThreadSanitizer (FPN_SANITIZE=thread).
 #include <gtest/gtest.h>
 
 #include <atomic>
 #include <chrono>
 #include <cstdint>
+#include <memory>
 #include <mutex>
+#include <optional>
 #include <random>
 #include <set>
 #include <stdexcept>
 #include <string>
+#include <utility>
 #include <thread>
 #include <vector>
 
 #include "fpn/core/build_info.hpp"
 #include "fpn/core/thread_pool.hpp"
+#include "fpn/io/safetensors.hpp"
 #include "fpn/models/shapes_demo.hpp"
+#include "fpn/nn/weights.hpp"
 #include "fpn/ops/conv2d.hpp"
 #include "fpn/ops/conv_transpose2d.hpp"
 #include "fpn/ops/linear.hpp"
@@ -270,9 +276,9 @@ void expect_identical(const Detections& actual, const Detections& expected, cons
 class DemoDetector : public ::testing::Test {
  protected:
   static void SetUpTestSuite() {
+    ThreadLimit limit(1);  // a sequential load and a sequential call make the reference
     detector_ = new MaskRCNNShapesDemo(MaskRCNNShapesDemo::load(demo_model_path()));
     pixels_ = new std::vector<std::uint8_t>(shapes_scene());
-    ThreadLimit limit(1);
     reference_ = new Detections(detector_->detect(image()));
   }
   static void TearDownTestSuite() {
@@ -332,6 +338,107 @@ TEST_F(DemoDetector, ConcurrentCallsOnOneDetectorGiveTheSingleThreadedResult) {
   for (auto& thread : callers) thread.join();
   for (std::size_t i = 0; i < results.size(); ++i) {
     expect_identical(results[i], *reference_, "concurrent call", static_cast<int>(i));
+  }
+}
+
+// Forwards to a file, refusing the names in `hidden` as a file without them would, and records
+// the threads that called load.
+class RecordingSource final : public nn::WeightSource {
+ public:
+  RecordingSource(const io::SafeTensors& file, bool concurrent, std::set<std::string> hidden = {})
+      : file_(file), concurrent_(concurrent), hidden_(std::move(hidden)) {}
+  Tensor<float> load(const std::string& name, const Shape& expected) const override {
+    {
+      const std::lock_guard lock(mutex_);
+      threads_.insert(std::this_thread::get_id());
+    }
+    if (hidden_.contains(name)) throw WeightError("recording source: no tensor \"" + name + "\"");
+    return file_.load(name, expected);
+  }
+  bool contains(const std::string& name) const override {
+    return !hidden_.contains(name) && file_.contains(name);
+  }
+  std::optional<std::string> metadata(const std::string& key) const override { return file_.metadata(key); }
+  std::string describe() const override { return file_.describe(); }
+  std::optional<std::vector<std::string>> names() const override { return file_.names(); }
+  bool concurrent_loads() const override { return concurrent_; }
+
+  std::set<std::thread::id> threads() const {
+    const std::lock_guard lock(mutex_);
+    return threads_;
+  }
+
+ private:
+  nn::SafeTensorsSource file_;
+  bool concurrent_;
+  std::set<std::string> hidden_;
+  mutable std::mutex mutex_;
+  mutable std::set<std::thread::id> threads_;
+};
+
+// Several threads read one opened file at once (positioned reads): each gets every tensor's bytes.
+TEST(SafeTensorsFile, SeveralThreadsLoadFromOneFileAtOnce) {
+  const io::SafeTensors file = io::SafeTensors::open(demo_model_path());
+  std::vector<Tensor<float>> expected;
+  for (const io::TensorInfo& tensor : file.tensors()) expected.push_back(file.load_float(tensor.name));
+  ASSERT_GT(expected.size(), 50u);
+  std::vector<int> mismatches(4, 0);
+  std::vector<std::thread> readers;
+  for (std::size_t r = 0; r < mismatches.size(); ++r) {
+    readers.emplace_back([&, r] {
+      // Each reader in its own order, so that reads of different tensors overlap.
+      for (std::size_t k = 0; k < expected.size(); ++k) {
+        const std::size_t i = (k * (2 * r + 1) + r) % expected.size();
+        mismatches[r] += !bitwise_equal(file.load_float(file.tensors()[i].name), expected[i]);
+      }
+    });
+  }
+  for (auto& thread : readers) thread.join();
+  EXPECT_EQ(mismatches, std::vector<int>(4, 0));
+}
+
+// A detector loads its backbone and its heads as two tasks when the source allows it (a file
+// does): the weights, and so the detections, are those of a sequential load.
+TEST_F(DemoDetector, LoadedOnSeveralThreadsItDetectsAsLoadedOnOne) {
+  for (int threads : {2, 3}) {
+    const MaskRCNNShapesDemo detector = [&] {
+      ThreadLimit limit(threads);
+      return MaskRCNNShapesDemo::load(demo_model_path());
+    }();
+    ThreadLimit limit(1);
+    expect_identical(detector.detect(image()), *reference_, "loaded on threads:", threads);
+  }
+}
+
+TEST_F(DemoDetector, ASourceThatDoesNotAllowConcurrentLoadsIsReadOnTheCallersThreadOnly) {
+  const io::SafeTensors file = io::SafeTensors::open(demo_model_path());
+  const auto source = std::make_shared<RecordingSource>(file, false);
+  ThreadLimit limit(3);
+  const MaskRCNNShapesDemo detector = MaskRCNNShapesDemo::load(nn::WeightReader(source));
+  EXPECT_EQ(source->threads(), std::set<std::thread::id>{std::this_thread::get_id()});
+  expect_identical(detector.detect(image()), *reference_, "sequential source", 0);
+}
+
+// Whichever part fails first in time, the error reported is the one a sequential load meets
+// first: the backbone's, then the heads'.
+TEST_F(DemoDetector, ConcurrentLoadsReportTheErrorOfASequentialLoad) {
+  const io::SafeTensors file = io::SafeTensors::open(demo_model_path());
+  const std::string backbone = "backbone.body.layer1.0.conv1.weight";
+  const std::string head = "roi_heads.box_head.fc6.weight";
+  ThreadLimit limit(2);
+  for (int attempt = 0; attempt < 5; ++attempt) {
+    for (const auto& [hidden, named] :
+         {std::pair<std::set<std::string>, std::string>{{backbone, head}, backbone},
+          {{head}, head},
+          {{backbone}, backbone}}) {
+      const auto source = std::make_shared<RecordingSource>(file, true, hidden);
+      try {
+        (void)MaskRCNNShapesDemo::load(nn::WeightReader(source));
+        ADD_FAILURE() << "a load without " << named << " succeeded";
+      } catch (const WeightError& error) {
+        EXPECT_EQ(std::string(error.what()), "recording source: no tensor \"" + named + "\"");
+      }
+    }
   }
 }
 

@@ -19,6 +19,15 @@
 #include <utility>
 #include <vector>
 
+#if defined(__unix__) || defined(__APPLE__)
+#include <cerrno>
+#include <fcntl.h>
+#include <unistd.h>
+#define FPN_SAFETENSORS_PREAD 1
+#else
+#define FPN_SAFETENSORS_PREAD 0
+#endif
+
 #include "fpn/core/detail/json.hpp"
 #include "fpn/core/errors.hpp"
 #include "fpn/core/tensor.hpp"
@@ -98,7 +107,8 @@ class SafeTensors {
   // Reads the header now and each tensor's bytes when it is loaded, straight into its tensor: a
   // model's weights cost their own size, never that plus the file's. The file stays open for
   // that; replacing it is safe (the open file is read), truncating it makes later loads fail with
-  // an IoError. Loads from one SafeTensors are serialised (it holds one file position).
+  // an IoError. Several threads may load from one SafeTensors at once (positioned reads; where the
+  // system has none, one file position and a lock serialise them).
   static SafeTensors open(const std::filesystem::path& path) {
     std::error_code error;
     if (!std::filesystem::exists(path, error)) {
@@ -108,8 +118,7 @@ class SafeTensors {
       throw IoError("safetensors: cannot open '" + path.string() + "': not a regular file");
     }
     auto file = std::make_unique<OpenFile>();
-    file->stream.open(path, std::ios::binary);
-    if (!file->stream) throw IoError("safetensors: cannot open '" + path.string() + "' for reading");
+    if (!file->open(path)) throw IoError("safetensors: cannot open '" + path.string() + "' for reading");
     const auto size = std::filesystem::file_size(path, error);
     if (error) throw IoError("safetensors: cannot read the size of '" + path.string() + "'");
     // The length field, then the header if index() will get as far as reading it.
@@ -226,22 +235,57 @@ class SafeTensors {
  private:
   SafeTensors() = default;
 
-  // The file behind open(): its stream and the lock that serialises seek + read.
+  // The file behind open(). On POSIX systems, reads are positioned (pread), so threads loading
+  // different parts of a model read at once, each copying into (and faulting in) its own tensors;
+  // elsewhere a stream and a lock serialise seek + read.
   struct OpenFile {
+#if FPN_SAFETENSORS_PREAD
+    int fd = -1;
+    OpenFile() = default;
+    OpenFile(const OpenFile&) = delete;
+    OpenFile& operator=(const OpenFile&) = delete;
+    ~OpenFile() {
+      if (fd >= 0) ::close(fd);
+    }
+    bool open(const std::filesystem::path& path) {
+      do {
+        fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
+      } while (fd < 0 && errno == EINTR);
+      return fd >= 0;
+    }
+#else
     std::ifstream stream;
     std::mutex lock;
+    bool open(const std::filesystem::path& path) {
+      stream.open(path, std::ios::binary);
+      return static_cast<bool>(stream);
+    }
+#endif
 
     void read(std::uint64_t offset, unsigned char* target, std::uint64_t count,
               const std::string& source) {
+      const auto failed = [&] {
+        return IoError("safetensors: cannot read " + std::to_string(count) + " bytes at offset " +
+                       std::to_string(offset) + " of '" + source +
+                       "': the file ended early or could not be read (was it truncated?)");
+      };
+#if FPN_SAFETENSORS_PREAD
+      std::uint64_t done = 0;
+      while (done < count) {
+        // Linux transfers at most 0x7ffff000 bytes per call; larger requests are partial reads.
+        const std::size_t want = static_cast<std::size_t>(std::min<std::uint64_t>(count - done, 1u << 30));
+        const ::ssize_t got = ::pread(fd, target + done, want, static_cast<::off_t>(offset + done));
+        if (got < 0 && errno == EINTR) continue;
+        if (got <= 0) throw failed();
+        done += static_cast<std::uint64_t>(got);
+      }
+#else
       const std::lock_guard<std::mutex> guard(lock);
       stream.clear();
       stream.seekg(static_cast<std::streamoff>(offset));
       stream.read(reinterpret_cast<char*>(target), static_cast<std::streamsize>(count));
-      if (!stream || static_cast<std::uint64_t>(stream.gcount()) != count) {
-        throw IoError("safetensors: cannot read " + std::to_string(count) + " bytes at offset " +
-                      std::to_string(offset) + " of '" + source +
-                      "': the file ended early or could not be read (was it truncated?)");
-      }
+      if (!stream || static_cast<std::uint64_t>(stream.gcount()) != count) throw failed();
+#endif
     }
   };
 

@@ -17,8 +17,10 @@
 #include <utility>
 #include <vector>
 
+#include "fpn/core/detail/eigen.hpp"
 #include "fpn/core/errors.hpp"
 #include "fpn/core/tensor.hpp"
+#include "fpn/core/thread_pool.hpp"
 #include "fpn/models/detections.hpp"
 #include "fpn/nn/conv.hpp"
 #include "fpn/nn/fpn.hpp"
@@ -28,7 +30,6 @@
 #include "fpn/nn/weights.hpp"
 #include "fpn/ops/box_coder.hpp"
 #include "fpn/ops/boxes.hpp"
-#include "fpn/ops/conv_transpose2d.hpp"
 #include "fpn/ops/index_select.hpp"
 #include "fpn/ops/linear.hpp"
 #include "fpn/ops/packed_linear.hpp"
@@ -295,25 +296,7 @@ class MaskHead {
     check_labels("MaskHead::forward", labels);
     Tensor<float> x = convs_[0].forward(pooled);
     for (std::size_t i = 1; i < convs_.size(); ++i) x = convs_[i].forward(x);
-    const Tensor<float> up = ops::conv_transpose2d(x, upsample_weight_, upsample_bias_, 2,
-                                                       ops::Activation::relu);
-    const std::int64_t side = up.dim(2);
-    const std::int64_t pixels = side * up.dim(3);
-    Tensor<float> masks = Tensor<float>::uninitialized(Shape{up.dim(0), side, up.dim(3)});
-    for (std::int64_t d = 0; d < up.dim(0); ++d) {
-      const std::int64_t label = labels[static_cast<std::size_t>(d)];
-      const float* w = logits_weight_.data() + label * MaskChannels;
-      float* out = masks.data() + d * pixels;
-      std::fill_n(out, pixels, logits_bias_.data()[label]);
-      const float* features = up.data() + d * MaskChannels * pixels;
-      for (std::int64_t c = 0; c < MaskChannels; ++c) {
-        const float weight = w[c];
-        const float* plane = features + c * pixels;
-        for (std::int64_t p = 0; p < pixels; ++p) out[p] += weight * plane[p];
-      }
-      for (std::int64_t p = 0; p < pixels; ++p) out[p] = 1.0f / (1.0f + std::exp(-out[p]));
-    }
-    return masks;
+    return predict(x, labels);
   }
 
   std::int64_t num_classes() const { return logits_bias_.numel(); }
@@ -331,6 +314,50 @@ class MaskHead {
   }
 
  private:
+  // conv5_mask (2x2 stride-2 transposed conv + ReLU) and mask_fcn_logits for each box's class,
+  // then the sigmoid, box by box: the 256-channel 28x28 map is never stored. Per box, one GEMM
+  // gives the transposed conv's products [(channel, dy, dx), pixel] (its output windows do not
+  // overlap); for a channel c, its four rows (dy, dx) are the next 4 * pixels values, and
+  //   logit[(dy, dx), pixel] = bias + sum_c w[c] * relu(product[(c, dy, dx), pixel] + up_bias[c])
+  // is accumulated over c in that layout, each sum in the order of torch's 1x1 conv over the
+  // channels, then scattered to [28, 28]. x: [D, MaskChannels, h, w]; returns [D, 2h, 2w].
+  Tensor<float> predict(const Tensor<float>& x, const std::vector<std::int64_t>& labels) const {
+    using Matrix = Eigen::Matrix<float, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor>;
+    const std::int64_t count = x.dim(0), height = x.dim(2), width = x.dim(3);
+    const std::int64_t pixels = height * width;
+    const std::int64_t taps = 4 * pixels;  // one channel's (dy, dx, pixel) products
+    const Eigen::Map<const Matrix> up_weight(upsample_weight_.data(), MaskChannels, 4 * MaskChannels);
+    Tensor<float> masks = Tensor<float>::uninitialized(Shape{count, 2 * height, 2 * width});
+    fpn::detail::SlotScratch<float> scratch(static_cast<std::size_t>((MaskChannels + 1) * taps),
+                                           fpn::detail::ScratchFill::uninitialized);
+    fpn::detail::parallel_for(count, [&](std::int64_t d, int slot) {
+      float* products = scratch.get(slot);
+      float* logits = products + MaskChannels * taps;
+      Eigen::Map<Matrix>(products, 4 * MaskChannels, pixels).noalias() =
+          up_weight.transpose() *
+          Eigen::Map<const Matrix>(x.data() + d * MaskChannels * pixels, MaskChannels, pixels);
+      const std::int64_t label = labels[static_cast<std::size_t>(d)];
+      const float* w = logits_weight_.data() + label * MaskChannels;
+      std::fill_n(logits, taps, logits_bias_.data()[label]);
+      for (std::int64_t c = 0; c < MaskChannels; ++c) {
+        const float weight = w[c];
+        const float offset = upsample_bias_.data()[c];
+        const float* row = products + c * taps;
+        for (std::int64_t q = 0; q < taps; ++q) logits[q] += weight * std::max(row[q] + offset, 0.0f);
+      }
+      float* out = masks.data() + d * taps;
+      for (std::int64_t tap = 0; tap < 4; ++tap) {
+        const std::int64_t dy = tap / 2, dx = tap % 2;
+        for (std::int64_t y = 0; y < height; ++y) {
+          const float* source = logits + tap * pixels + y * width;
+          float* line = out + (2 * y + dy) * 2 * width + dx;
+          for (std::int64_t i = 0; i < width; ++i) line[2 * i] = 1.0f / (1.0f + std::exp(-source[i]));
+        }
+      }
+    });
+    return masks;
+  }
+
   std::array<norm_block_t<Norm>, 4> convs_;
   Tensor<float> upsample_weight_, upsample_bias_, logits_weight_, logits_bias_;
 };

@@ -7,8 +7,9 @@
 #include <cmath>
 #include <cstdint>
 #include <cstdlib>
-#include <memory>
 #include <functional>
+#include <memory>
+#include <mutex>
 #include <optional>
 #include <set>
 #include <string>
@@ -33,6 +34,9 @@ class WeightSource {
   // Every tensor name the source holds, for the strict-load check (WeightReader::unread); nullopt
   // for a source that makes whatever is asked for.
   virtual std::optional<std::vector<std::string>> names() const { return std::nullopt; }
+  // true: load may be called from several threads at once, and a model loads its parts (a
+  // detector's backbone and heads) concurrently. A source of its own says false unless it is.
+  virtual bool concurrent_loads() const { return false; }
 };
 
 // How a load treats tensors of the file that the architecture does not read.
@@ -63,6 +67,7 @@ class SafeTensorsSource final : public WeightSource {
     return std::nullopt;
   }
   std::string describe() const override { return "safetensors: '" + file_->source() + "'"; }
+  bool concurrent_loads() const override { return true; }
   std::optional<std::vector<std::string>> names() const override {
     std::vector<std::string> all;
     for (const io::TensorInfo& tensor : file_->tensors()) all.push_back(tensor.name);
@@ -103,6 +108,7 @@ class SyntheticWeights final : public WeightSource {
   bool contains(const std::string&) const override { return true; }
   std::optional<std::string> metadata(const std::string&) const override { return std::nullopt; }
   std::string describe() const override { return "synthetic weights"; }
+  bool concurrent_loads() const override { return true; }
 };
 
 class WeightReader {
@@ -144,7 +150,8 @@ class WeightReader {
       const fpn::detail::SlabArenaScope scope(arena_.get());
       return source_->load(full, expected);
     }();
-    read_->insert(std::move(full));
+    const std::lock_guard lock(read_->mutex);
+    read_->names.insert(std::move(full));
     return tensor;
   }
 
@@ -154,8 +161,9 @@ class WeightReader {
   std::vector<std::string> unread() const {
     std::vector<std::string> result;
     if (auto all = source_->names()) {
+      const std::lock_guard lock(read_->mutex);
       for (std::string& name : *all) {
-        if (name.starts_with(prefix_) && !read_->contains(name)) result.push_back(std::move(name));
+        if (name.starts_with(prefix_) && !read_->names.contains(name)) result.push_back(std::move(name));
       }
     }
     return result;
@@ -189,9 +197,13 @@ class WeightReader {
  private:
   std::shared_ptr<const WeightSource> source_;
   std::string prefix_;
-  // Names loaded so far, shared with children so that the top-level load sees every read.
-  std::shared_ptr<std::set<std::string, std::less<>>> read_ =
-      std::make_shared<std::set<std::string, std::less<>>>();
+  // Names loaded so far, shared with children so that the top-level load sees every read; the
+  // parts of a model may load on several threads.
+  struct ReadRecord {
+    std::mutex mutex;
+    std::set<std::string, std::less<>> names;
+  };
+  std::shared_ptr<ReadRecord> read_ = std::make_shared<ReadRecord>();
   // Where the tensors read go (detail::SlabArena: huge-page slabs), shared with children so that
   // a model's weights fill its slabs one after another.
   std::shared_ptr<fpn::detail::SlabArena> arena_ = std::make_shared<fpn::detail::SlabArena>();

@@ -4,6 +4,7 @@
 
 #include <algorithm>
 #include <cstdint>
+#include <cstdio>
 #include <optional>
 #include <thread>
 #include <vector>
@@ -71,44 +72,84 @@ TEST(Tensor, LargeStorageTakesWholeHugePagesAndKeepsValueSemantics) {
   EXPECT_EQ(copy.data()[1], 3.0f);
   big = copy;  // the huge-page storage freed with its alignment
   EXPECT_EQ(big.numel(), 2);
-  // Just below the threshold: ordinary 64-byte aligned storage.
+  // Just below the threshold: not whole huge pages (carved in 64 KiB steps), 64-byte aligned.
   Tensor<std::uint8_t> bytes(Shape{static_cast<std::int64_t>(detail::huge_page_min_bytes) - 1});
   EXPECT_EQ(reinterpret_cast<std::uintptr_t>(bytes.data()) % detail::tensor_alignment, 0u);
   EXPECT_EQ(bytes.data()[detail::huge_page_min_bytes - 2], 0);
 }
 
 #if defined(__linux__) && !defined(FPN_NO_HUGE_PAGES) && !defined(FPN_NO_BLOCK_CACHE)
-// Freed huge-page blocks are reused by the next tensor of their size (up to one page more), a
-// tensor that finds none returns every cached block first, and release_cached_memory() empties it.
-TEST(Tensor, FreedHugeBlocksAreReusedWithoutRaisingThePeak) {
+// Large and mid-sized tensors are carved from huge-page regions (detail::HugeBlockCache): a freed
+// tensor's range goes back to its region, merged with free neighbours; a new tensor takes the
+// smallest free range that holds it; one that finds none maps a fresh region, after returning every
+// region with nothing in use; release_cached_memory() returns every free page.
+TEST(Tensor, TensorsAreCarvedFromFreedRegionsBestFitAndMerged) {
   auto& cache = detail::HugeBlockCache::instance();
   release_cached_memory();
+  ASSERT_EQ(cache.cached_bytes(), 0u);
   constexpr std::int64_t mib = (1 << 20) / 4;  // floats in a MiB
-  const float* first = nullptr;
+  constexpr std::size_t mib_bytes = std::size_t{1} << 20;
+  const auto at = [](const Tensor<float>& t) { return reinterpret_cast<std::uintptr_t>(t.data()); };
+  std::uintptr_t ten = 0, six = 0;
   {
-    Tensor<float> map(Shape{10 * mib});  // five huge pages
-    first = map.data();
+    const Tensor<float> map(Shape{10 * mib});  // a fresh region of five huge pages
+    ten = at(map);
+    EXPECT_EQ(ten % detail::huge_page_bytes, 0u);
   }
-  EXPECT_EQ(cache.cached_bytes(), std::size_t{10} << 20);
+  EXPECT_EQ(cache.cached_bytes(), 10 * mib_bytes);
   {
-    const Tensor<float> same = Tensor<float>::uninitialized(Shape{9 * mib});  // 10 MiB: reused
-    EXPECT_EQ(same.data(), first);
-    EXPECT_EQ(cache.cached_bytes(), 0u);
-    const Tensor<float> zeros(Shape{10 * mib});  // a fresh block, zero-filled as always
-    EXPECT_EQ(zeros.data()[10 * mib - 1], 0.0f);
+    const auto a = Tensor<float>::uninitialized(Shape{4 * mib});    // whole pages: 4 MiB
+    const auto b = Tensor<float>::uninitialized(Shape{mib + 1});    // mid-sized: 1 MiB + 64 KiB
+    EXPECT_EQ(at(a), ten);                                          // both from the freed region
+    EXPECT_EQ(at(b), ten + 4 * mib_bytes);
+    EXPECT_EQ(cache.cached_bytes(), 10 * mib_bytes - 4 * mib_bytes - mib_bytes - 64 * 1024);
+    const Tensor<float> zeros(Shape{6 * mib});  // no free range holds 6 MiB: a fresh region
+    six = at(zeros);
+    EXPECT_TRUE(six < ten || six >= ten + 10 * mib_bytes);
+    EXPECT_EQ(zeros.data()[6 * mib - 1], 0.0f);  // zero-filled, as any tensor
   }
-  EXPECT_EQ(cache.cached_bytes(), std::size_t{20} << 20);
+  EXPECT_EQ(cache.cached_bytes(), 16 * mib_bytes);  // both regions whole again
   {
-    // Far smaller, then larger than both: no block fits, so both go back before it is mapped.
-    const Tensor<float> other = Tensor<float>::uninitialized(Shape{4 * mib});
-    EXPECT_EQ(cache.cached_bytes(), 0u);
-    const Tensor<float> larger = Tensor<float>::uninitialized(Shape{16 * mib});
+    const auto c = Tensor<float>::uninitialized(Shape{5 * mib});  // 6 MiB: the smaller region
+    EXPECT_EQ(at(c), six);
+    const auto d = Tensor<float>::uninitialized(Shape{10 * mib});  // the other, merged whole
+    EXPECT_EQ(at(d), ten);
     EXPECT_EQ(cache.cached_bytes(), 0u);
   }
-  EXPECT_EQ(cache.cached_bytes(), std::size_t{20} << 20);  // 4 MiB and 16 MiB
+  {
+    // 16 MiB fits no free range: both regions (nothing in use) go back before it is mapped.
+    Tensor<float> larger = Tensor<float>::uninitialized(Shape{16 * mib});
+    EXPECT_EQ(cache.cached_bytes(), 0u);
+    std::fill_n(larger.data(), larger.numel(), 7.0f);
+  }
+  EXPECT_EQ(cache.cached_bytes(), 16 * mib_bytes);
+  {
+    const Tensor<float> kept(Shape{mib}, 2.5f);  // keeps the 16 MiB region in use
+    release_cached_memory();  // the region stays; its free pages go back to the system
+    EXPECT_EQ(kept.data()[mib - 1], 2.5f);
+    const auto reused = Tensor<float>::uninitialized(Shape{4 * mib});  // from the returned pages:
+    EXPECT_EQ(reused.data()[0], 0.0f);                                  // fresh, not the 7s
+    EXPECT_EQ(reused.data()[4 * mib - 1], 0.0f);
+  }
   release_cached_memory();
   EXPECT_EQ(cache.cached_bytes(), 0u);
 }
+
+#if defined(FPN_ASAN)
+// The pool keeps freed tensors' pages mapped, so under AddressSanitizer it poisons them: a read
+// through a dangling pointer is still reported (large and mid-sized tensors alike).
+TEST(TensorDeathTest, AReadOfAFreedPooledTensorIsReportedUnderAddressSanitizer) {
+  for (const std::int64_t count : {std::int64_t{300000}, std::int64_t{3000000}}) {
+    const float* dangling = nullptr;
+    {
+      const Tensor<float> freed(Shape{count});
+      dangling = freed.data();
+    }
+    EXPECT_DEATH(std::printf("%f\n", static_cast<double>(*static_cast<const volatile float*>(dangling + 10))),
+                 "use-after-poison");
+  }
+}
+#endif
 
 TEST(Tensor, AnArenaCarvesMidSizedTensorsOutOfSharedSlabsUntilTheLastIsFreed) {
   auto& cache = detail::HugeBlockCache::instance();
@@ -142,7 +183,9 @@ TEST(Tensor, AnArenaCarvesMidSizedTensorsOutOfSharedSlabsUntilTheLastIsFreed) {
   // Each slab goes back when its last tensor (or the arena's reference) is gone, in any order.
   large.reset();
   const std::size_t before = cache.cached_bytes();
-  EXPECT_EQ(before, std::size_t{6} << 20);  // the 5 MiB block, in whole huge pages
+  // The 5 MiB block in whole huge pages, and the rest of the 2 MiB region `outside` (1000 KiB,
+  // carved in 64 KiB steps) was carved from.
+  EXPECT_EQ(before, (std::size_t{6} << 20) + (std::size_t{1} << 20));
   std::fill_n(kept->data(), kept->numel(), 2.5f);
   arena.reset();
   c.reset();

@@ -50,14 +50,15 @@ TEST(Tensor, CopiesAreDeepMovesAreCheap) {
   EXPECT_EQ(c.at(0, 0), 9.0f);
 }
 
-// Large tensors take whole 2 MiB pages (detail::aligned_allocate); small ones 64-byte alignment.
+// Large tensors take whole 2 MiB pages, carved on 64 KiB boundaries (detail::aligned_allocate);
+// small ones 64-byte alignment.
 // Under ASan, freeing either with the other's alignment is reported, so the moves and
 // assignments below between the two kinds check that each storage keeps its own deleter.
 TEST(Tensor, LargeStorageTakesWholeHugePagesAndKeepsValueSemantics) {
   const Shape large{3, 1024, 1024};  // 12 MiB
   Tensor<float> big(large, 2.5f);
 #if defined(__linux__) && !defined(FPN_NO_HUGE_PAGES)
-  EXPECT_EQ(reinterpret_cast<std::uintptr_t>(big.data()) % detail::huge_page_bytes, 0u);
+  EXPECT_EQ(reinterpret_cast<std::uintptr_t>(big.data()) % detail::pool_granularity, 0u);
 #endif
   EXPECT_EQ(reinterpret_cast<std::uintptr_t>(big.data()) % detail::tensor_alignment, 0u);
   big.data()[large.numel() - 1] = -1.0f;
@@ -124,6 +125,21 @@ TEST(Tensor, TensorsAreCarvedFromFreedRegionsBestFitAndMerged) {
   }
   EXPECT_EQ(cache.cached_bytes(), 16 * mib_bytes);
   {
+    // Freed lower first: the upper range merges with the one below it (and the one above).
+    std::optional<Tensor<float>> low(std::in_place, Shape{mib}), high(std::in_place, Shape{mib});
+    const Tensor<float> keeper(Shape{mib});  // keeps the region in use
+    const std::uintptr_t base = at(*low);
+    ASSERT_EQ(at(*high), base + mib_bytes);
+    ASSERT_EQ(at(keeper), base + 2 * mib_bytes);
+    low.reset();
+    high.reset();
+    EXPECT_EQ(cache.cached_bytes(), 15 * mib_bytes);
+    // Best fit: the 2 MiB below the keeper, one range again, not the 13 MiB above it.
+    const auto two = Tensor<float>::uninitialized(Shape{2 * mib});
+    EXPECT_EQ(at(two), base);
+  }
+  EXPECT_EQ(cache.cached_bytes(), 16 * mib_bytes);
+  {
     const Tensor<float> kept(Shape{mib}, 2.5f);  // keeps the 16 MiB region in use
     release_cached_memory();  // the region stays; its free pages go back to the system
     EXPECT_EQ(kept.data()[mib - 1], 2.5f);
@@ -133,6 +149,21 @@ TEST(Tensor, TensorsAreCarvedFromFreedRegionsBestFitAndMerged) {
   }
   release_cached_memory();
   EXPECT_EQ(cache.cached_bytes(), 0u);
+}
+
+// Giving the pool a range it did not give out, or one twice, aborts in every build instead of
+// corrupting it.
+TEST(TensorDeathTest, GivingBackForeignOrFreedMemoryAborts) {
+  auto& cache = detail::HugeBlockCache::instance();
+  constexpr std::size_t range = detail::pool_granularity;
+  void* const first = cache.take(range);
+  void* const second = cache.take(range);
+  cache.give(first, range);
+  const char* const message = "given back twice, or was not taken from fpn's pool";
+  EXPECT_DEATH(cache.give(first, range), message);
+  std::vector<unsigned char> foreign(range);
+  EXPECT_DEATH(cache.give(foreign.data(), range), message);
+  cache.give(second, range);
 }
 
 #if defined(FPN_ASAN)
@@ -168,10 +199,10 @@ TEST(Tensor, AnArenaCarvesMidSizedTensorsOutOfSharedSlabsUntilTheLastIsFreed) {
   }
   const Tensor<float> outside(Shape{1000 * kib});  // no arena bound: not in a slab
   const auto at = [](const Tensor<float>& t) { return reinterpret_cast<std::uintptr_t>(t.data()); };
-  EXPECT_EQ(at(*a) % detail::huge_page_bytes, 0u);  // a slab starts on a huge page
+  EXPECT_EQ(at(*a) % detail::pool_granularity, 0u);  // a slab is carved from a region
   EXPECT_EQ(at(*b), at(*a) + 1000 * 1024);
   EXPECT_EQ(at(*kept), at(*b) + 3900 * 1024 + 64);
-  EXPECT_EQ(at(*c) % detail::huge_page_bytes, 0u);
+  EXPECT_EQ(at(*c) % detail::pool_granularity, 0u);
   EXPECT_NE(at(*c), at(*a));
   for (const Tensor<float>* t : {static_cast<const Tensor<float>*>(&*small), &outside}) {
     const bool in_a_slab = (at(*t) >= at(*a) && at(*t) < at(*a) + detail::SlabArena::slab_bytes) ||

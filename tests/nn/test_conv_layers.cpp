@@ -198,7 +198,7 @@ TEST(WeightReader, PacksMidSizedWeightsIntoSharedSlabs) {
   const Tensor<float> tiny = root.load("bias", Shape{256});
   const Tensor<float> expected = SyntheticWeights().load("layer2.weight", Shape{128, 256, 1, 1});
   const auto at = [](const Tensor<float>& t) { return reinterpret_cast<std::uintptr_t>(t.data()); };
-  EXPECT_EQ(at(first) % fpn::detail::huge_page_bytes, 0u);
+  EXPECT_EQ(at(first) % fpn::detail::pool_granularity, 0u);  // a slab carved from a region
   EXPECT_EQ(at(second), at(first) + static_cast<std::uintptr_t>(first.numel()) * sizeof(float));
   EXPECT_NE(at(tiny), at(second) + static_cast<std::uintptr_t>(second.numel()) * sizeof(float));
   ASSERT_EQ(second.numel(), expected.numel());

@@ -7,6 +7,7 @@
 #include <cstddef>
 #include <cstdint>
 #include <atomic>
+#include <cstdio>
 #include <cstdlib>
 #include <limits>
 #include <memory>
@@ -107,9 +108,10 @@ inline constexpr std::size_t tensor_alignment = 64;
 // instead of 512, and the maps a detector walks (RoIAlign's gathers over P2, a 1x1 conv over a
 // 400x608 map) stay within the TLB's reach. On a fresh process every page of every map is a
 // first touch, and on virtual machines a fault is several microseconds: this halves
-// MobileNetV3-FPN's time at 800x1216. The storage is 2 MiB aligned and rounded up to whole huge
-// pages, so the hint covers only memory the tensor owns. Define FPN_NO_HUGE_PAGES to keep 4 KiB
-// pages (the hint is also skipped where THP is off: madvise then fails, harmlessly).
+// MobileNetV3-FPN's time at 800x1216. Such tensors are carved from regions of whole huge pages
+// that hold nothing but tensors (HugeBlockCache), so the hint covers only tensor memory; a tensor
+// starts on a pool_granularity boundary. Define FPN_NO_HUGE_PAGES to keep 4 KiB pages (the hint
+// is also skipped where THP is off: madvise then fails, harmlessly).
 inline constexpr std::size_t huge_page_bytes = std::size_t{2} << 20;
 inline constexpr std::size_t huge_page_min_bytes = std::size_t{4} << 20;
 // Mid-sized tensors (64 KiB up to huge_page_min_bytes) outside a model's load are carved from the
@@ -134,8 +136,10 @@ inline constexpr std::size_t pool_granularity = std::size_t{64} << 10;
 // Memory stays bounded: a tensor that needs a fresh region first returns every region with
 // nothing in use, so what stays mapped is what is in use plus the free ranges of regions that
 // still hold a live tensor. Between calls it holds what the last call mapped;
-// release_cached_memory() returns every free page. Define FPN_NO_BLOCK_CACHE to give every tensor
-// a fresh region, returned when it is freed. Thread-safe.
+// release_cached_memory() returns every free page. Regions are mapped from the system directly
+// (glibc's heap, once it has raised its mmap threshold, would keep a freed region's pages).
+// Define FPN_NO_BLOCK_CACHE to give every large tensor a fresh region, returned when it is freed
+// (mid-sized ones then come from the heap). Thread-safe.
 class HugeBlockCache {
  public:
   // Under AddressSanitizer the free ranges are poisoned, so that a use of a freed tensor's memory
@@ -154,7 +158,6 @@ class HugeBlockCache {
   // `bytes` (a multiple of pool_granularity): carved from the smallest free range that holds them,
   // else from the start of a fresh region (whole huge pages, with the huge-page hint).
   void* take(std::size_t bytes) {
-    std::vector<std::pair<void*, std::size_t>> released;
     {
       const std::lock_guard lock(mutex_);
 #if !defined(FPN_NO_BLOCK_CACHE)
@@ -184,19 +187,10 @@ class HugeBlockCache {
       }
 #endif
       // A fresh region: first every region with nothing in use goes back to the system.
-      for (auto it = regions_.begin(); it != regions_.end();) {
-        if (it->in_use == 0) {
-          released.emplace_back(it->base, it->bytes);
-          it = regions_.erase(it);
-        } else {
-          ++it;
-        }
-      }
+      free_unused_regions();
     }
-    for (const auto& [pointer, size] : released) free_block(pointer, size);
     const std::size_t region_bytes = (bytes + huge_page_bytes - 1) / huge_page_bytes * huge_page_bytes;
-    Region region{static_cast<unsigned char*>(::operator new(region_bytes, std::align_val_t{huge_page_bytes})),
-                  region_bytes, 1, {}};
+    Region region{map_region(region_bytes), region_bytes, 1, {}};
     unsigned char* const base = region.base;
     try {
       region.free.reserve(2);
@@ -217,6 +211,7 @@ class HugeBlockCache {
   }
 
   // Takes back `bytes` at `pointer`, which take() gave out. Allocates nothing (a deleter calls it).
+  // A range not given out, or given back twice, would corrupt the pool: that aborts, in every build.
   void give(void* pointer, std::size_t bytes) noexcept {
     unsigned char* const at = static_cast<unsigned char*>(pointer);
     std::pair<void*, std::size_t> released{nullptr, 0};
@@ -224,12 +219,19 @@ class HugeBlockCache {
       const std::lock_guard lock(mutex_);
       const auto region = std::ranges::find_if(
           regions_, [&](const Region& r) { return at >= r.base && at < r.base + r.bytes; });
-      FPN_ASSERT(region != regions_.end());
-      --region->in_use;
-      poison(at, bytes);
+      if (region == regions_.end() || region->in_use == 0 ||
+          bytes > region->bytes - static_cast<std::size_t>(at - region->base)) {
+        corrupted();
+      }
       std::vector<Range>& free = region->free;
       Range range{static_cast<std::size_t>(at - region->base), bytes};
       auto next = std::ranges::find_if(free, [&](const Range& r) { return r.offset > range.offset; });
+      if ((next != free.end() && range.offset + range.size > next->offset) ||
+          (next != free.begin() && std::prev(next)->offset + std::prev(next)->size > range.offset)) {
+        corrupted();  // overlaps a free range
+      }
+      --region->in_use;
+      poison(at, bytes);
       if (next != free.end() && next->offset == range.offset + range.size) {  // merge the next
         range.size += next->size;
         next = free.erase(next);
@@ -249,7 +251,8 @@ class HugeBlockCache {
     if (released.first != nullptr) free_block(released.first, released.second);
   }
 
-  // Free bytes held in mapped regions.
+  // Free bytes in the regions held (after release(), the free ranges of regions still in use
+  // count though their pages went back: they stay reserved).
   std::size_t cached_bytes() const {
     const std::lock_guard lock(mutex_);
     std::size_t total = 0;
@@ -261,28 +264,41 @@ class HugeBlockCache {
 
   // Returns every region with nothing in use to the system, and the free pages of the others
   // (which stay reserved: fresh pages when next used).
-  void release() {
-    std::vector<std::pair<void*, std::size_t>> released;
-    {
-      const std::lock_guard lock(mutex_);
-      for (auto it = regions_.begin(); it != regions_.end();) {
-        if (it->in_use == 0) {
-          released.emplace_back(it->base, it->bytes);
-          it = regions_.erase(it);
-          continue;
-        }
+  void release() noexcept {
+    const std::lock_guard lock(mutex_);
+    free_unused_regions();
 #if defined(__linux__)
-        for (const Range& range : it->free) ::madvise(it->base + range.offset, range.size, MADV_DONTNEED);
-#endif
-        ++it;
-      }
+    for (const Region& region : regions_) {
+      for (const Range& range : region.free) ::madvise(region.base + range.offset, range.size, MADV_DONTNEED);
     }
-    for (const auto& [pointer, size] : released) free_block(pointer, size);
+#endif
   }
 
-  static void free_block(void* pointer, std::size_t bytes) {
+  // A fresh region of `bytes` (whole huge pages), huge-page aligned.
+  static unsigned char* map_region(std::size_t bytes) {
+#if defined(__linux__)
+    if (bytes > std::numeric_limits<std::size_t>::max() - huge_page_bytes) throw std::bad_alloc();
+    const std::size_t span = bytes + huge_page_bytes;  // room to start on a huge page
+    void* const mapped = ::mmap(nullptr, span, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    if (mapped == MAP_FAILED) throw std::bad_alloc();
+    unsigned char* const start = static_cast<unsigned char*>(mapped);
+    const std::size_t lead =
+        (huge_page_bytes - reinterpret_cast<std::uintptr_t>(start) % huge_page_bytes) % huge_page_bytes;
+    if (lead != 0) ::munmap(start, lead);
+    if (span - lead > bytes) ::munmap(start + lead + bytes, span - lead - bytes);
+    return start + lead;
+#else
+    return static_cast<unsigned char*>(::operator new(bytes, std::align_val_t{huge_page_bytes}));
+#endif
+  }
+
+  static void free_block(void* pointer, std::size_t bytes) noexcept {
     unpoison(pointer, bytes);
+#if defined(__linux__)
+    ::munmap(pointer, bytes);
+#else
     ::operator delete(pointer, std::align_val_t{huge_page_bytes});
+#endif
   }
 
   // The process's one cache. Never destroyed, so tensors freed during static destruction still
@@ -303,6 +319,20 @@ class HugeBlockCache {
     std::size_t in_use;        // tensors carved from it and not yet given back
     std::vector<Range> free;   // by offset, disjoint and never adjacent
   };
+  // Unmaps every region with nothing in use (under the lock).
+  void free_unused_regions() noexcept {
+    std::erase_if(regions_, [](const Region& region) {
+      if (region.in_use != 0) return false;
+      free_block(region.base, region.bytes);
+      return true;
+    });
+  }
+
+  [[noreturn]] static void corrupted() noexcept {
+    std::fputs("fpn: a tensor's memory was given back twice, or was not taken from fpn's pool\n", stderr);
+    std::abort();
+  }
+
   mutable std::mutex mutex_;
   std::vector<Region> regions_;
 };
@@ -453,9 +483,11 @@ AlignedStorage<T> aligned_allocate(std::int64_t count) {
   }
   if (bytes >= SlabArena::slab_min_bytes) {
     if (SlabArena* arena = SlabArena::bound()) return arena->template allocate<T>(bytes);
+#if !defined(FPN_NO_BLOCK_CACHE)  // else a region of whole huge pages each: the heap instead
     const std::size_t size = (bytes + pool_granularity - 1) / pool_granularity * pool_granularity;
     return AlignedStorage<T>(static_cast<T*>(HugeBlockCache::instance().take(size)),
                              AlignedFree{huge_page_bytes, size});
+#endif
   }
 #endif
   return AlignedStorage<T>(static_cast<T*>(::operator new(bytes, std::align_val_t{tensor_alignment})),
